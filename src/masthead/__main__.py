@@ -1,0 +1,5 @@
+import sys
+
+from masthead.cli import main
+
+sys.exit(main())

@@ -1,0 +1,233 @@
+"""The ``masthead`` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+
+def _django():
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "masthead.settings")
+    import django
+
+    django.setup()
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+# --- serve ----------------------------------------------------------------------------------
+
+
+def prepare(*, demo: bool) -> None:
+    """Migrate, load the demo catalog into an empty database, make sure an admin exists."""
+    from django.core.management import call_command
+
+    from masthead.core import catalog
+    from masthead.users import services
+    from masthead.users.models import User
+
+    call_command("migrate", interactive=False, verbosity=0)
+    if demo and not User.objects.exists():
+        report = catalog.load_file(catalog.DEMO_CATALOG)
+        print(f"Demo data loaded ({report.summary()}).")
+        print("Demo reader: reader@example.com / reader-demo-1")
+    email = os.environ.get("MASTHEAD_ADMIN_EMAIL") or "admin@example.com"
+    if services.find_user_by_email(email) is None:
+        password = os.environ.get("MASTHEAD_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        services.create_user(email=email, password=password, is_superuser=True, source="serve", confirmed=True)
+        shown = "(from MASTHEAD_ADMIN_PASSWORD)" if os.environ.get("MASTHEAD_ADMIN_PASSWORD") else password
+        print(f"Admin login: {email} / {shown}")
+    else:
+        print(f"Admin login: {email} (existing account, password unchanged)")
+
+
+def serve(args) -> int:
+    _django()
+    from django.conf import settings
+
+    prepare(demo=os.environ.get("MASTHEAD_DEMO", "1") != "0")
+    host, port = args.host or settings.HOST, args.port or settings.PORT
+    web = [sys.executable, "-m", "gunicorn", "masthead.wsgi:application", "--bind", f"{host}:{port}",
+           "--workers", str(settings.WEB_WORKERS), "--access-logfile", "-", "--graceful-timeout", "10"]
+    children = [subprocess.Popen(web)]
+    if not args.no_worker:
+        children.append(subprocess.Popen([sys.executable, "-m", "masthead.cli", "worker"]))
+    print(f"Masthead on http://{host}:{port}/  (admin: /admin/, API docs: /api/v1/docs). Ctrl-C stops.",
+          flush=True)
+    return _supervise(children)
+
+
+def _supervise(children: list[subprocess.Popen]) -> int:
+    stopping = False
+
+    def stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = 0
+    while not stopping:
+        if any(child.poll() is not None for child in children):
+            code = 1
+            print("a Masthead process exited; stopping the others", file=sys.stderr)
+            break
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    print("Masthead stopped.")
+    return code
+
+
+def worker(args) -> int:
+    _django()
+    from django.core.management import call_command
+
+    options = {}
+    if args.workers:
+        options["workers"] = args.workers
+    call_command("run_huey", **options)
+    return 0
+
+
+# --- users, tokens, catalog -----------------------------------------------------------------
+
+
+def user_create(args) -> int:
+    _django()
+    from masthead.users import services
+
+    try:
+        user = services.create_user(email=args.email, password=args.password, is_staff=args.staff,
+                                    is_superuser=args.superuser, first_name=args.first_name or "",
+                                    last_name=args.last_name or "", phone_number=args.phone or "",
+                                    locale=args.locale, source="cli", confirmed=True)
+    except services.UserError as exc:
+        return _fail(exc.message)
+    print(f"created user {user.pk} {user.email}")
+    return 0
+
+
+def token_create(args) -> int:
+    _django()
+    from masthead.users import services
+
+    if not args.all and not args.endpoint:
+        return _fail("give --all or at least one --endpoint OPERATION_ID")
+    try:
+        token, api_token = services.create_api_token(name=args.name, endpoints=args.endpoint or [],
+                                                     all_endpoints=args.all, ip_restrictions=args.ip)
+    except services.UserError as exc:
+        return _fail(exc.message)
+    scope = "all endpoints" if args.all else ", ".join(api_token.endpoints)
+    print(f"API token '{api_token.name}' for {scope} (shown once):")
+    print(token)
+    return 0
+
+
+def token_endpoints(args) -> int:
+    _django()
+    from masthead.core.api import api_token_operations
+
+    print("\n".join(api_token_operations()))
+    return 0
+
+
+def catalog_load(args) -> int:
+    _django()
+    from masthead.core import catalog
+
+    try:
+        report = catalog.load_file(args.file)
+    except catalog.CatalogError as exc:
+        return _fail(f"{exc} (nothing was written)")
+    print(report.summary())
+    return 0
+
+
+def manage(args) -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "masthead.settings")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(["masthead manage", *args.args])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="masthead", description="Masthead: subscription and messaging CRM.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="migrate, load demo data, run web server and worker until Ctrl-C",
+                       description="Migrate, load demo data into an empty database, make sure an admin exists, "
+                                   "then run the web server (gunicorn) and a Huey worker until Ctrl-C. "
+                                   "HOST/PORT, MASTHEAD_DEMO=0, MASTHEAD_ADMIN_EMAIL/PASSWORD apply.")
+    p.add_argument("--host", help="address to bind (default $HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default $PORT or 8000)")
+    p.add_argument("--no-worker", action="store_true", help="do not start the Huey worker")
+    p.set_defaults(func=serve)
+
+    p = sub.add_parser("worker", help="run a Huey consumer (background tasks and periodic jobs)")
+    p.add_argument("--workers", type=int, help="worker threads (default $HUEY_WORKERS or 2)")
+    p.set_defaults(func=worker)
+
+    p = sub.add_parser("user", help="manage users")
+    user_sub = p.add_subparsers(dest="action", required=True)
+    p = user_sub.add_parser("create", help="create a user")
+    p.add_argument("--email", required=True)
+    p.add_argument("--password", required=True)
+    p.add_argument("--staff", action="store_true", help="may log into the admin")
+    p.add_argument("--superuser", action="store_true", help="staff with every permission")
+    p.add_argument("--first-name")
+    p.add_argument("--last-name")
+    p.add_argument("--phone", help="phone number, stored as E.164")
+    p.add_argument("--locale", default="en", help="en or sk")
+    p.set_defaults(func=user_create)
+
+    p = sub.add_parser("token", help="manage API tokens")
+    token_sub = p.add_subparsers(dest="action", required=True)
+    p = token_sub.add_parser("create", help="create an API token; the token is printed alone on the last line")
+    p.add_argument("--name", required=True)
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--all", action="store_true", help="whitelist every endpoint")
+    scope.add_argument("--endpoint", action="append", metavar="OPERATION_ID",
+                       help="whitelist one endpoint (repeat); see `masthead token endpoints`")
+    p.add_argument("--ip", default="*", help="allowed client IPs/CIDR ranges, comma separated (default *)")
+    p.set_defaults(func=token_create)
+    p = token_sub.add_parser("endpoints", help="list the operation ids a token can be whitelisted for")
+    p.set_defaults(func=token_endpoints)
+
+    p = sub.add_parser("catalog", help="reference data as code")
+    catalog_sub = p.add_subparsers(dest="action", required=True)
+    p = catalog_sub.add_parser("load", help="create or update the catalog of FILE, all or nothing")
+    p.add_argument("file", metavar="FILE.yaml")
+    p.set_defaults(func=catalog_load)
+
+    p = sub.add_parser("manage", help="run any Django management command", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=manage)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class HandledEvent(models.Model):
+    """One asynchronous handler run for one event; the unique pair makes redelivery harmless."""
+
+    event_id = models.CharField(max_length=32)
+    handler = models.CharField(max_length=200)
+    event_type = models.CharField(max_length=200)
+    emitted_at = models.DateTimeField()
+    handled_at = models.DateTimeField(db_index=True)
+    worker = models.CharField(max_length=120)
+
+    class Meta:
+        verbose_name = _("handled event")
+        verbose_name_plural = _("handled events")
+        constraints = [models.UniqueConstraint(fields=["event_id", "handler"], name="handled_event_once")]
+        indexes = [models.Index(fields=["event_type", "-handled_at"], name="handled_event_type_time")]
+
+    def __str__(self):
+        return f"{self.event_type} {self.event_id} → {self.handler}"

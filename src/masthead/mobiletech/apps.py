@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class MobiletechConfig(AppConfig):
+    name = "masthead.mobiletech"
+    label = "mobiletech"

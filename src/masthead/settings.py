@@ -1,0 +1,186 @@
+"""Masthead settings: every knob is an environment variable, read once here.
+
+With nothing set, Masthead runs embedded: SQLite under ``var/``, ``SqliteHuey``, simulated
+gateways. ``DATABASE_URL`` and ``REDIS_URL`` switch to PostgreSQL and ``RedisHuey``.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.utils.translation import gettext_lazy as _
+
+BASE_DIR = Path(__file__).resolve().parent
+VAR_DIR = Path(os.environ.get("MASTHEAD_VAR_DIR", Path.cwd() / "var")).resolve()
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).replace(" ", ",").split(",") if item.strip()]
+
+
+DEBUG = _env_bool("DEBUG", False)
+TESTING = _env_bool("MASTHEAD_TESTING", False)
+SECRET_KEY = os.environ.get("SECRET_KEY") or "masthead-embedded-default-key-change-me-in-production-0123456789"
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "masthead.core",
+    "masthead.users",
+    "masthead.subscriptions",
+    "masthead.payments",
+    "masthead.family",
+    "masthead.messaging",
+    "masthead.mobiletech",
+    "masthead.customer",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "huey.contrib.djhuey",
+    "ninja",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "masthead.core.middleware.ApiCorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "masthead.users.middleware.UserLocaleMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "masthead.urls"
+WSGI_APPLICATION = "masthead.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database -------------------------------------------------------------------------------
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "masthead.sqlite3",
+            "OPTIONS": {
+                # Django turns foreign keys on for every SQLite connection; WAL lets readers
+                # work beside one writer; IMMEDIATE takes the write lock at BEGIN so two writers
+                # queue on the busy timeout instead of failing on lock upgrade.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    }
+DB_IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- background work ------------------------------------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "")
+HUEY_IMMEDIATE = _env_bool("HUEY_IMMEDIATE", False)
+if REDIS_URL:
+    HUEY = {
+        "huey_class": "huey.RedisHuey",
+        "name": os.environ.get("HUEY_NAME", "masthead"),
+        "url": REDIS_URL,
+        "immediate": HUEY_IMMEDIATE,
+    }
+else:
+    HUEY = {
+        "huey_class": "huey.SqliteHuey",
+        "name": "masthead",
+        "filename": str(VAR_DIR / "huey.sqlite3"),
+        "immediate": HUEY_IMMEDIATE,
+    }
+HUEY["consumer"] = {"workers": int(os.environ.get("HUEY_WORKERS", "2")), "worker_type": "thread"}
+
+# --- auth -----------------------------------------------------------------------------------
+AUTH_USER_MODEL = "users.User"
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "masthead.users.hashers.LegacyBcryptPasswordHasher",
+]
+if TESTING:
+    # Argon2 with minimal cost keeps the same code path but makes tests fast.
+    PASSWORD_HASHERS[0] = "masthead.users.hashers.FastArgon2PasswordHasher"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+]
+LOGIN_URL = "customer:login"
+LOGIN_REDIRECT_URL = "customer:home"
+LOGOUT_REDIRECT_URL = "customer:login"
+
+# --- i18n / time ----------------------------------------------------------------------------
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", _("English")), ("sk", _("Slovak"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = os.environ.get("TIME_ZONE", "Europe/Bratislava")
+USE_I18N = True
+USE_TZ = True
+PHONE_DEFAULT_REGION = os.environ.get("PHONE_DEFAULT_REGION", "SK")
+
+# --- static ---------------------------------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+# The embedded server serves static files itself (no collectstatic needed).
+SERVE_STATIC = _env_bool("MASTHEAD_SERVE_STATIC", True)
+
+# --- API ------------------------------------------------------------------------------------
+# Origins allowed to call /api/ from a browser; "*" allows any.
+API_CORS_ORIGINS = _env_list("API_CORS_ORIGINS", "*")
+API_CORS_MAX_AGE = int(os.environ.get("API_CORS_MAX_AGE", "3600"))
+# Bodies larger than this are refused with 413 before any handler runs.
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("API_MAX_BODY_BYTES", str(1024 * 1024)))
+# A token's last-used time is written at most this often (seconds), not on every request.
+TOKEN_LAST_USED_RESOLUTION = int(os.environ.get("TOKEN_LAST_USED_RESOLUTION", "60"))
+# Number of trusted reverse proxies in front of Masthead (0: use REMOTE_ADDR as client IP).
+TRUSTED_PROXY_COUNT = int(os.environ.get("TRUSTED_PROXY_COUNT", "0"))
+
+# --- server ---------------------------------------------------------------------------------
+HOST = os.environ.get("HOST", "127.0.0.1")
+PORT = int(os.environ.get("PORT", "8000"))
+WEB_WORKERS = int(os.environ.get("WEB_WORKERS", "2"))
+HEARTBEAT_MINUTES = int(os.environ.get("HEARTBEAT_MINUTES", "1"))
+
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"huey": {"level": "WARNING"}},
+}

@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class SubscriptionsConfig(AppConfig):
+    name = "masthead.subscriptions"
+    label = "subscriptions"
+    verbose_name = _("Subscriptions")
+
+    def ready(self):
+        from masthead.subscriptions import catalog
+
+        catalog.register()

@@ -1,0 +1,24 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+
+from masthead.core.api import api, unknown_api_call
+from masthead.core.api import router as core_router
+from masthead.users.api import router as users_router
+
+admin.site.site_header = "Masthead"
+admin.site.site_title = "Masthead"
+admin.site.index_title = "Dashboard"
+
+if not getattr(api, "_masthead_routers", False):
+    api.add_router("", core_router)
+    api.add_router("", users_router)
+    api._masthead_routers = True
+
+urlpatterns = [
+    path("api/v1/", api.urls),
+    re_path(r"^api/v(?P<version>\d+)/(?P<rest>.*)$", unknown_api_call),
+    path("admin/", admin.site.urls),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("", include("masthead.customer.urls")),
+]
+
