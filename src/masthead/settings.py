@@ -5,6 +5,7 @@ gateways. ``DATABASE_URL`` and ``REDIS_URL`` switch to PostgreSQL and ``RedisHue
 """
 
 import os
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -26,7 +27,8 @@ def _env_list(name: str, default: str) -> list[str]:
 
 
 DEBUG = _env_bool("DEBUG", False)
-TESTING = _env_bool("MASTHEAD_TESTING", False)
+# Under pytest: fast password hashing and Huey running tasks inline (HUEY_IMMEDIATE=0 overrides).
+TESTING = _env_bool("MASTHEAD_TESTING", "pytest" in sys.modules)
 SECRET_KEY = os.environ.get("SECRET_KEY") or "masthead-embedded-default-key-change-me-in-production-0123456789"
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -107,7 +109,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- background work ------------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
-HUEY_IMMEDIATE = _env_bool("HUEY_IMMEDIATE", False)
+HUEY_IMMEDIATE = _env_bool("HUEY_IMMEDIATE", TESTING)
 if REDIS_URL:
     HUEY = {
         "huey_class": "huey.RedisHuey",
