@@ -176,6 +176,8 @@ WEB_WORKERS = int(os.environ.get("WEB_WORKERS", "2"))
 HEARTBEAT_MINUTES = int(os.environ.get("HEARTBEAT_MINUTES", "1"))
 
 SESSION_COOKIE_HTTPONLY = True
+# Flash messages can carry a new API token: keep them server-side, never in a cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 X_FRAME_OPTIONS = "DENY"
 
 LOGGING = {

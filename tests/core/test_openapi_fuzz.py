@@ -2,6 +2,8 @@
 
 import pytest
 import schemathesis
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
@@ -11,6 +13,17 @@ from masthead.wsgi import application
 schema = schemathesis.from_wsgi("/api/v1/openapi.json", application, force_schema_version="30")
 
 USER_TOKEN_OPERATIONS = {"users_info", "user_info", "users_logout"}
+
+
+@pytest.fixture(autouse=True)
+def keep_test_connection():
+    """Requests go through the raw WSGI app, whose request signals would close the test's connection
+    (inside its transaction) on PostgreSQL; Django's own test client disconnects them the same way."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
 
 
 @schema.parametrize()

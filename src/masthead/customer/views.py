@@ -3,6 +3,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.utils import translation
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
@@ -24,6 +25,7 @@ def account(request):
         except services.UserError as exc:
             messages.error(request, exc.message)
         else:
-            messages.success(request, _("Saved."))
+            with translation.override(request.user.locale):
+                messages.success(request, _("Saved."))
             return redirect("customer:account")
     return render(request, "customer/account.html")

@@ -8,7 +8,6 @@ from pydantic import Field, field_validator
 
 from masthead.core.catalog import CatalogError, Entry, apply_fields, register_section
 from masthead.users import services
-from masthead.users.models import User
 from masthead.users.phones import InvalidPhoneNumber, normalize_phone
 
 
