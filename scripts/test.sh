@@ -12,6 +12,7 @@ PYTEST=".venv/bin/pytest"
 leg="${1:-all}"
 export MASTHEAD_TESTING=1
 unset DATABASE_URL REDIS_URL
+ensure_apt xgettext gettext   # the i18n test re-extracts marked strings
 
 run_sqlite() {
   echo "=== SQLite ==="

@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.utils.translation import gettext_lazy as _
 
 from masthead.core.api import api, unknown_api_call
 from masthead.core.api import router as core_router
@@ -7,7 +8,7 @@ from masthead.users.api import router as users_router
 
 admin.site.site_header = "Masthead"
 admin.site.site_title = "Masthead"
-admin.site.index_title = "Dashboard"
+admin.site.index_title = _("Dashboard")
 
 if not getattr(api, "_masthead_routers", False):
     api.add_router("", core_router)

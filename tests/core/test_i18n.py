@@ -5,10 +5,13 @@ import json
 import shutil
 from pathlib import Path
 
+import polib
 import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.test import override_settings
+
+from tests.conftest import require_service
 
 pytestmark = pytest.mark.django_db
 
@@ -23,93 +26,11 @@ LOG_IN_SK = "Prihlásiť sa"
 MY_ACCOUNT_SK = "Môj účet"
 
 
-# --- a tiny .po reader (no polib dependency) -------------------------------------------------
-
-
-def _unquote(text: str) -> str:
-    text = text.strip()
-    assert text.startswith('"') and text.endswith('"'), text
-    escapes = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
-    out, chars = [], iter(text[1:-1])
-    for char in chars:
-        out.append(escapes.get(next(chars), "?") if char == "\\" else char)
-    return "".join(out)
-
-
-def parse_po(path: Path) -> list[dict]:
-    """Entries as dicts: msgid, msgid_plural (or None), msgstrs (list), fuzzy, obsolete, line."""
-    entries, entry, field = [], None, None
-
-    def finish():
-        if entry is not None and "msgid" in entry:
-            entries.append(entry)
-
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.strip()
-        obsolete = line.startswith("#~")
-        if obsolete:
-            line = line[2:].strip()
-        if not line:
-            continue
-        if line.startswith("#") and not obsolete:
-            if entry is not None and "msgid" in entry:
-                finish()
-                entry = None
-            if entry is None:
-                entry = {"fuzzy": False, "obsolete": False, "msgid_plural": None, "msgstrs": {}, "line": number}
-            if line.startswith("#,") and "fuzzy" in line[2:].replace(",", " ").split():
-                entry["fuzzy"] = True
-            continue
-        if line.startswith("msgid "):
-            if entry is not None and "msgid" in entry:
-                finish()
-                entry = None
-            if entry is None:
-                entry = {"fuzzy": False, "obsolete": False, "msgid_plural": None, "msgstrs": {}, "line": number}
-            entry["msgid"], entry["obsolete"], field = _unquote(line[6:]), obsolete, ("msgid", None)
-            entry["line"] = number
-        elif line.startswith("msgid_plural "):
-            entry["msgid_plural"], field = _unquote(line[13:]), ("msgid_plural", None)
-        elif line.startswith("msgstr["):
-            index = int(line[7:line.index("]")])
-            entry["msgstrs"][index], field = _unquote(line[line.index("]") + 1:]), ("msgstrs", index)
-        elif line.startswith("msgstr "):
-            entry["msgstrs"][0], field = _unquote(line[7:]), ("msgstrs", 0)
-        elif line.startswith('"'):
-            name, index = field
-            if name == "msgstrs":
-                entry["msgstrs"][index] += _unquote(line)
-            else:
-                entry[name] += _unquote(line)
-        else:
-            raise AssertionError(f"{path}:{number}: cannot parse {raw!r}")
-    finish()
-    for item in entries:
-        item["msgstrs"] = [item["msgstrs"][i] for i in sorted(item["msgstrs"])]
-    return entries
-
-
 def untranslated(path: Path) -> list[str]:
     """Problems of a catalog meant to be complete: fuzzy entries, empty translations, missing plural forms."""
-    problems = []
-    entries = parse_po(path)
-    header = next((e for e in entries if e["msgid"] == ""), None)
-    nplurals = 2
-    if header is not None:
-        for part in header["msgstrs"][0].split("\n"):
-            if part.startswith("Plural-Forms:") and "nplurals=" in part:
-                nplurals = int(part.split("nplurals=")[1].split(";")[0])
-    for e in entries:
-        if e["obsolete"]:
-            continue
-        where = f"{path.name}:{e['line']} {e['msgid']!r}"
-        if e["fuzzy"]:
-            problems.append(f"fuzzy: {where}")
-        if e["msgid"] == "":
-            continue
-        expected = nplurals if e["msgid_plural"] is not None else 1
-        if len(e["msgstrs"]) != expected or not all(s.strip() for s in e["msgstrs"]):
-            problems.append(f"untranslated: {where}")
+    catalog = polib.pofile(str(path))
+    problems = [f"fuzzy: {path.name}:{e.linenum} {e.msgid!r}" for e in catalog.fuzzy_entries()]
+    problems += [f"untranslated: {path.name}:{e.linenum} {e.msgid!r}" for e in catalog.untranslated_entries()]
     return problems
 
 
@@ -187,59 +108,35 @@ def test_english_user_gets_english_despite_slovak_browser(client, make_user):
 
 
 def test_slovak_catalog_is_complete():
-    entries = [e for e in parse_po(SK_PO) if e["msgid"] and not e["obsolete"]]
-    assert len(entries) > 50, "the Slovak catalog looks empty"
+    assert len(polib.pofile(str(SK_PO)).translated_entries()) > 50, "the Slovak catalog looks empty"
     assert untranslated(SK_PO) == []
 
 
 def test_slovak_catalog_header():
-    header = next(e for e in parse_po(SK_PO) if e["msgid"] == "")["msgstrs"][0]
-    assert "Language: sk\n" in header
-    assert "Plural-Forms: nplurals=3; plural=(n==1) ? 0 : (n>=2 && n<=4) ? 1 : 2;\n" in header
+    metadata = polib.pofile(str(SK_PO)).metadata
+    assert metadata["Language"] == "sk"
+    assert metadata["Plural-Forms"] == "nplurals=3; plural=(n==1) ? 0 : (n>=2 && n<=4) ? 1 : 2;"
 
 
 def test_slovak_mo_is_compiled_from_the_current_po():
-    """The committed .mo must match the .po (run compilemessages after editing it)."""
+    """The committed .mo must match the .po (`make messages` after editing it)."""
     with SK_MO.open("rb") as handle:
-        catalog = gettext.GNUTranslations(handle)
+        compiled = gettext.GNUTranslations(handle)
     stale = []
-    for e in parse_po(SK_PO):
-        if not e["msgid"] or e["obsolete"] or e["fuzzy"]:
-            continue
-        if e["msgid_plural"] is None:
-            if catalog.gettext(e["msgid"]) != e["msgstrs"][0]:
-                stale.append(e["msgid"])
-        elif catalog.ngettext(e["msgid"], e["msgid_plural"], 1) != e["msgstrs"][0]:
-            stale.append(e["msgid"])
+    for e in polib.pofile(str(SK_PO)).translated_entries():
+        key = f"{e.msgctxt}\x04{e.msgid}" if e.msgctxt else e.msgid
+        expected = e.msgstr_plural[0] if e.msgid_plural else e.msgstr
+        if compiled._catalog.get((key, 0) if e.msgid_plural else key) != expected:
+            stale.append(e.msgid)
     assert stale == []
 
 
-def test_parser_flags_fuzzy_and_empty(tmp_path):
-    po = tmp_path / "django.po"
-    po.write_text(
-        'msgid ""\nmsgstr ""\n"Plural-Forms: nplurals=3; plural=0;\\n"\n\n'
-        '#: a.py:1\nmsgid "Done"\nmsgstr "Hotovo"\n\n'
-        '#: a.py:2\n#, fuzzy, python-format\nmsgid "Hi %(name)s"\nmsgstr "Ahoj %(name)s"\n\n'
-        '#: a.py:3\nmsgid ""\n"Long "\n"text"\nmsgstr ""\n\n'
-        '#: a.py:4\nmsgid "%(n)d item"\nmsgid_plural "%(n)d items"\nmsgstr[0] "%(n)d vec"\nmsgstr[1] "%(n)d veci"\n'
-        'msgstr[2] ""\n\n'
-        '#~ msgid "Old"\n#~ msgstr ""\n',
-        encoding="utf-8",
-    )
-    problems = untranslated(po)
-    assert problems == [
-        "fuzzy: django.po:11 'Hi %(name)s'",
-        "untranslated: django.po:15 'Long text'",
-        "untranslated: django.po:21 '%(n)d item'",
-    ]
-
-
-@pytest.mark.skipif(shutil.which("xgettext") is None, reason="GNU gettext (xgettext) is not installed")
 def test_every_marked_string_is_in_the_slovak_catalog(tmp_path, monkeypatch):
     """Re-extract the strings (in a copy of the package) and require a Slovak translation for each.
 
     Catches a new _("...") or {% translate %} added without running makemessages and translating it.
     """
+    require_service("GNU gettext (xgettext)", shutil.which("xgettext") is not None)
     package = Path(settings.BASE_DIR)
     copy = tmp_path / "masthead"
     shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__", "*.mo", "var", "*.sqlite3"))

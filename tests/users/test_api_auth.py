@@ -173,3 +173,11 @@ def test_cors_preflight_and_refused_origin(client, settings):
     response = client.post(EMAIL_URL, {"email": "x@example.com"}, HTTP_ORIGIN="https://evil.example")
     assert response.status_code == 403
     assert response.json() == {"error": "origin_not_allowed", "message": "Origin is not allowed: https://evil.example"}
+
+
+def test_wrong_method_gets_a_json_error(client):
+    response = client.get("/api/v1/users/login")
+    assert response.status_code == 405
+    assert response["Allow"] == "POST"
+    assert response.json() == {"status": "error", "code": "method_not_allowed",
+                               "message": "Method GET is not allowed here; use POST"}

@@ -1,4 +1,4 @@
-"""CORS for /api/ (R-AUTH-2): refuse disallowed origins, answer preflights."""
+"""Edge of /api/: CORS (R-AUTH-2) and JSON bodies for the errors Django answers before any handler."""
 
 from django.conf import settings
 from django.http import JsonResponse
@@ -12,7 +12,7 @@ def origin_allowed(origin: str) -> bool:
     return "*" in allowed or origin in allowed
 
 
-class ApiCorsMiddleware:
+class ApiMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
 
@@ -31,6 +31,11 @@ class ApiCorsMiddleware:
             response["Access-Control-Max-Age"] = str(settings.API_CORS_MAX_AGE)
         else:
             response = self.get_response(request)
+            if response.status_code == 405:
+                response = JsonResponse(
+                    {"status": "error", "code": "method_not_allowed",
+                     "message": f"Method {request.method} is not allowed here; use {response.get('Allow', '')}"},
+                    status=405, headers={"Allow": response.get("Allow", "")})
         if origin:
             response["Access-Control-Allow-Origin"] = "*" if "*" in settings.API_CORS_ORIGINS else origin
             response["Vary"] = "Origin"

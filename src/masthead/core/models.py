@@ -5,12 +5,12 @@ from django.utils.translation import gettext_lazy as _
 class HandledEvent(models.Model):
     """One asynchronous handler run for one event; the unique pair makes redelivery harmless."""
 
-    event_id = models.CharField(max_length=32)
-    handler = models.CharField(max_length=200)
-    event_type = models.CharField(max_length=200)
-    emitted_at = models.DateTimeField()
-    handled_at = models.DateTimeField(db_index=True)
-    worker = models.CharField(max_length=120)
+    event_id = models.CharField(_("event id"), max_length=32)
+    handler = models.CharField(_("handler"), max_length=200)
+    event_type = models.CharField(_("event type"), max_length=200)
+    emitted_at = models.DateTimeField(_("emitted at"))
+    handled_at = models.DateTimeField(_("handled at"), db_index=True)
+    worker = models.CharField(_("worker"), max_length=120)
 
     class Meta:
         verbose_name = _("handled event")

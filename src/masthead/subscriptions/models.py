@@ -9,8 +9,8 @@ class ContentAccess(models.Model):
     description = models.CharField(_("description"), max_length=255, blank=True)
     class_name = models.CharField(_("CSS class"), max_length=100, blank=True)
     sorting = models.PositiveIntegerField(_("sorting"), default=100)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("content access")

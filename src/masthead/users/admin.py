@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from masthead.core.api import api_token_operations
 from masthead.users import services
@@ -130,4 +131,5 @@ class AccessTokenAdmin(admin.ModelAdmin):
     @admin.action(description=_("Revoke selected tokens"), permissions=["change"])
     def revoke(self, request, queryset):
         count = services.revoke_access_tokens(tokens=queryset)
-        self.message_user(request, _("%(count)d tokens revoked.") % {"count": count}, messages.SUCCESS)
+        self.message_user(request, ngettext("%(count)d token revoked.", "%(count)d tokens revoked.", count)
+                          % {"count": count}, messages.SUCCESS)

@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from masthead.users.phones import InvalidPhoneNumber, normalize_phone
 
@@ -45,7 +46,7 @@ class UserManager(BaseUserManager):
 
 
 class User(AbstractBaseUser, PermissionsMixin):
-    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    uuid = models.UUIDField(_("UUID"), default=uuid.uuid4, unique=True, editable=False)
     email = models.EmailField(_("e-mail"), max_length=254, unique=True)
     public_name = models.CharField(_("public name"), max_length=255, blank=True)
     first_name = models.CharField(_("first name"), max_length=150, blank=True)
@@ -102,9 +103,9 @@ class User(AbstractBaseUser, PermissionsMixin):
 
 
 class UserMeta(models.Model):
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="meta")
-    key = models.CharField(max_length=100)
-    value = models.TextField(blank=True)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="meta", verbose_name=_("user"))
+    key = models.CharField(_("key"), max_length=100)
+    value = models.TextField(_("value"), blank=True)
     is_public = models.BooleanField(default=False, help_text=_("Public meta is returned by the user API."))
 
     class Meta:
@@ -114,9 +115,9 @@ class UserMeta(models.Model):
 
 
 class Address(models.Model):
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="addresses")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="addresses", verbose_name=_("user"))
     type = models.CharField(_("type"), max_length=40, help_text=_("print, invoice, ..."))
-    name = models.CharField(_("name"), max_length=255, blank=True)
+    name = models.CharField(pgettext_lazy("person", "name"), max_length=255, blank=True)
     company_name = models.CharField(_("company name"), max_length=255, blank=True)
     street = models.CharField(_("street"), max_length=255, blank=True)
     number = models.CharField(_("number"), max_length=40, blank=True)
@@ -124,8 +125,8 @@ class Address(models.Model):
     city = models.CharField(_("city"), max_length=255, blank=True)
     country = models.CharField(_("country"), max_length=2, default="SK", help_text=_("ISO 3166-1 alpha-2"))
     phone = models.CharField(_("phone"), max_length=40, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("address")
@@ -149,9 +150,9 @@ class ApiToken(models.Model):
     all_endpoints = models.BooleanField(_("all endpoints"), default=False)
     endpoints = models.JSONField(_("endpoints"), default=list, blank=True,
                                  help_text=_("Operation ids this token may call."))
-    meta = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    updated_at = models.DateTimeField(auto_now=True)
+    meta = models.JSONField(_("meta"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
     last_used_at = models.DateTimeField(_("last used"), null=True, blank=True, editable=False)
 
     class Meta:
@@ -165,10 +166,10 @@ class ApiToken(models.Model):
 class DeviceToken(models.Model):
     """A mobile device, paired with the access tokens of the users who log in on it."""
 
-    device_id = models.CharField(max_length=255, unique=True)
+    device_id = models.CharField(_("device id"), max_length=255, unique=True)
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    last_used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(_("last used"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("device token")
@@ -178,12 +179,12 @@ class DeviceToken(models.Model):
 class AccessToken(models.Model):
     """A reader's token from users/login (R-AUTH-5). Only its SHA-256 is stored."""
 
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="access_tokens")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="access_tokens", verbose_name=_("user"))
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
     token_hint = models.CharField(_("token starts with"), max_length=8, editable=False)
     source = models.CharField(_("source"), max_length=100, blank=True)
     device_token = models.ForeignKey(DeviceToken, null=True, blank=True, on_delete=models.SET_NULL,
-                                     related_name="access_tokens")
+                                     related_name="access_tokens", verbose_name=_("device"))
     created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(_("last used"), null=True, blank=True)
     revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
