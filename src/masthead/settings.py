@@ -85,15 +85,17 @@ TEMPLATES = [
 ]
 
 # --- database -------------------------------------------------------------------------------
+VAR_DIR.mkdir(parents=True, exist_ok=True)  # SQLite database and/or SqliteHuey queue live here
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
 else:
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "masthead.sqlite3",
+            # Keep the connection (and its PRAGMAs) across requests: each process has its own.
+            "CONN_MAX_AGE": 60,
             "OPTIONS": {
                 # Django turns foreign keys on for every SQLite connection; WAL lets readers
                 # work beside one writer; IMMEDIATE takes the write lock at BEGIN so two writers

@@ -73,6 +73,7 @@ def test_catalog_never_overwrites_an_existing_password():
         ("- web\n", 1, "must be a mapping of sections"),
         ("users:\n  - email: x@example.com\n    phone_number: '12'\n", 3, "'phone_number'"),
         ("users:\n  - email: not-an-email\n", 2, "Invalid email"),
+        ('content_access:\n  - name: web\n    description: "a\\0b"\n', 3, "must not contain NUL"),
     ],
 )
 def test_errors_name_the_line_and_write_nothing(text, line, fragment):

@@ -181,3 +181,30 @@ def test_wrong_method_gets_a_json_error(client):
     assert response["Allow"] == "POST"
     assert response.json() == {"status": "error", "code": "method_not_allowed",
                                "message": "Method GET is not allowed here; use POST"}
+
+
+def test_user_token_last_use_is_written_at_most_once_per_resolution(client, user, settings):
+    import time_machine
+
+    from masthead.users.models import AccessToken
+
+    settings.TOKEN_LAST_USED_RESOLUTION = 60
+    token, row = services.issue_access_token(user=user)
+    with time_machine.travel("2026-03-29 00:59:30+00:00", tick=False):
+        assert client.get("/api/v1/users/info", **bearer(token)).status_code == 200
+    first = AccessToken.objects.get(pk=row.pk).last_used_at
+    assert first.isoformat() == "2026-03-29T00:59:30+00:00"
+    with time_machine.travel("2026-03-29 01:00:20+00:00", tick=False):
+        client.get("/api/v1/users/info", **bearer(token))
+    assert AccessToken.objects.get(pk=row.pk).last_used_at == first
+    with time_machine.travel("2026-03-29 01:00:31+00:00", tick=False):
+        client.get("/api/v1/users/info", **bearer(token))
+    assert AccessToken.objects.get(pk=row.pk).last_used_at.isoformat() == "2026-03-29T01:00:31+00:00"
+
+
+def test_revoked_user_token_is_refused(client, user):
+    token, row = services.issue_access_token(user=user)
+    services.revoke_access_tokens(tokens=[row])
+    response = client.get("/api/v1/users/info", **bearer(token))
+    assert response.status_code == 403
+    assert response.json() == not_authorized("Token doesn't exists")

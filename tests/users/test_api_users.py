@@ -225,3 +225,11 @@ def test_openapi_lists_stable_operation_ids(client):
     assert {"users_login", "users_info", "user_info", "users_logout", "users_create", "users_email",
             "users_get_device_token", "health"} <= operation_ids
     assert client.get("/api/v1/docs").status_code == 200
+
+
+@pytest.mark.parametrize("url", ["/api/v1/users/login", "/api/v1/users/get-device-token"])
+def test_nul_characters_are_refused(client, url):
+    response = post_json(client, url, {"email": "a\x00@example.com", "password": "x", "device_id": "\x00"})
+    assert response.status_code == 400
+    assert response.json()["code"] == "payload_error"
+    assert not AccessToken.objects.exists()

@@ -268,6 +268,21 @@ def request_data(request: HttpRequest) -> dict[str, Any]:
                 f"Unsupported content type '{content_type}': send application/json or a form")
 
 
+def text(data: dict[str, Any], name: str, *, max_length: int = 4096) -> str | None:
+    """A text parameter: None when absent or empty; "Payload error" when it is not a string, is longer
+    than ``max_length`` or holds a NUL character (which PostgreSQL cannot store)."""
+    value = data.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise payload_error([{name: "must be a string"}])
+    if len(value) > max_length:
+        raise payload_error([{name: f"must be at most {max_length} characters"}])
+    if "\x00" in value:
+        raise payload_error([{name: "must not contain NUL characters"}])
+    return value
+
+
 def validate(schema: type[BaseModel], data: dict[str, Any]):
     """Validate ``data`` against ``schema``; schema violations answer 400 "Payload error"."""
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 from django.db import transaction
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 DEMO_CATALOG = Path(__file__).resolve().parent / "fixtures" / "demo.yaml"
@@ -38,9 +38,16 @@ class CatalogError(Exception):
 
 
 class Entry(BaseModel):
-    """Base of every section's entry model: unknown keys are errors."""
+    """Base of every section's entry model: unknown keys are errors, NUL characters are refused."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value):
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 @dataclass

@@ -5,7 +5,7 @@ from django.utils.translation import gettext as _
 from ninja import Router
 from pydantic import BaseModel, Field
 
-from masthead.core.api import ApiError, ErrorOut, error, payload_error, request_data, route
+from masthead.core.api import ApiError, ErrorOut, error, request_data, route, text
 from masthead.core.clock import rfc3339
 from masthead.users import queries, services
 from masthead.users.models import User
@@ -38,18 +38,6 @@ class EmailIn(BaseModel):
 
 class DeviceIn(BaseModel):
     device_id: str
-
-
-def text(data: dict, name: str, *, max_length: int = 4096) -> str | None:
-    """A text parameter: None when absent or empty; Payload error when not a string or too long."""
-    value = data.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise payload_error([{name: "must be a string"}])
-    if len(value) > max_length:
-        raise payload_error([{name: f"must be at most {max_length} characters"}])
-    return value
 
 
 def user_json(user: User, *, with_roles: bool) -> dict:

@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 
 from masthead.core import clock
 from masthead.core.events import Event, emit
+from masthead.users import queries
 from masthead.users.models import AccessToken, ApiToken, DeviceToken, User
 from masthead.users.phones import InvalidPhoneNumber, normalize_phone
 
@@ -204,23 +205,21 @@ def create_device_token(*, device_id: str) -> str:
     return token
 
 
-def _touch(model, obj, now) -> None:
-    """Write last_used_at at most once per TOKEN_LAST_USED_RESOLUTION seconds."""
-    resolution = timedelta(seconds=settings.TOKEN_LAST_USED_RESOLUTION)
-    if obj.last_used_at is None or now - obj.last_used_at >= resolution:
-        model.objects.filter(pk=obj.pk).update(last_used_at=now)
-        obj.last_used_at = now
+def _last_use_resolution() -> timedelta:
+    """last_used_at is written at most this often, not on every request."""
+    return timedelta(seconds=settings.TOKEN_LAST_USED_RESOLUTION)
 
 
 def authenticate_user_token(*, token: str) -> AccessToken:
-    access_token = (AccessToken.objects.select_related("user")
-                    .filter(token_hash=hash_token(token), revoked_at__isnull=True).first())
-    if access_token is None:
+    now = clock.now()
+    user = queries.user_by_token_hash(hash_token(token), used_before=now - _last_use_resolution())
+    if user is None:
         raise TokenRejected("Token doesn't exists")
-    if not access_token.user.is_active:
+    if not user.is_active:
         raise TokenRejected("Token isn't active")
-    _touch(AccessToken, access_token, clock.now())
-    return access_token
+    if user.token_stale:
+        AccessToken.objects.filter(pk=user.token_id).update(last_used_at=now)
+    return AccessToken(id=user.token_id, user=user, device_token_id=user.token_device_id)
 
 
 def parse_ip_restrictions(value: str) -> list | None:
@@ -247,16 +246,19 @@ def ip_allowed(restrictions: str, ip: str) -> bool:
 
 def authenticate_api_token(*, token: str, operation_id: str, ip: str) -> ApiToken:
     """R-AUTH-4: token exists → active → client IP allowed → endpoint whitelisted."""
-    api_token = ApiToken.objects.filter(token_hash=hash_token(token)).first()
-    if api_token is None:
-        raise TokenRejected("Token doesn't exists")
+    try:
+        api_token = ApiToken.objects.get(token_hash=hash_token(token))
+    except ApiToken.DoesNotExist:
+        raise TokenRejected("Token doesn't exists") from None
     if not api_token.active:
         raise TokenRejected("Token isn't active")
     if not ip_allowed(api_token.ip_restrictions, ip):
         raise TokenRejected("Invalid IP")
     if not (api_token.all_endpoints or operation_id in api_token.endpoints):
         raise TokenRejected(f"Token has no access to resource [{operation_id}]")
-    _touch(ApiToken, api_token, clock.now())
+    now = clock.now()
+    if api_token.last_used_at is None or now - api_token.last_used_at >= _last_use_resolution():
+        ApiToken.objects.filter(pk=api_token.pk).update(last_used_at=now)
     return api_token
 
 
