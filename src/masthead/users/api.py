@@ -120,7 +120,7 @@ def create(request):
     if not email:
         raise error(400, "invalid_email", _("Invalid email"))
     try:
-        user = services.create_user(
+        user, token = services.register(
             email=email,
             password=text(data, "password"),
             first_name=text(data, "first_name", max_length=150) or "",
@@ -133,8 +133,7 @@ def create(request):
     except services.UserError as exc:
         # REMP answers a taken e-mail with 404; every other refusal is invalid input.
         raise error(404 if exc.code == "email_taken" else 400, exc.code, exc.message) from exc
-    token, _access = services.issue_access_token(user=user, source="api")
-    return JsonResponse({"status": "ok", "user": user_json(user, with_roles=True) | {"roles": []},
+    return JsonResponse({"status": "ok", "user": user_json(user, with_roles=False) | {"roles": []},
                          "access": {"token": token}})
 
 

@@ -111,6 +111,14 @@ def create_user(*, email: str, password: str | None = None, first_name: str = ""
 
 
 @transaction.atomic
+def register(**fields) -> tuple[User, str]:
+    """A new user (see create_user) and a user token for it, both or neither (users/create API)."""
+    user = create_user(**fields)
+    token, _access_token = issue_access_token(user=user, source="api")
+    return user, token
+
+
+@transaction.atomic
 def set_password(*, user: User, password: str) -> User:
     if not (0 < len(password) <= MAX_PASSWORD_LENGTH):
         raise UserError("invalid_password", _("Invalid password"), "password")
