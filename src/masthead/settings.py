@@ -176,6 +176,10 @@ HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = int(os.environ.get("PORT", "8000"))
 WEB_WORKERS = int(os.environ.get("WEB_WORKERS", "2"))
 HEARTBEAT_MINUTES = int(os.environ.get("HEARTBEAT_MINUTES", "1"))
+VAT_DEFAULT = os.environ.get("VAT_DEFAULT", "23")  # percent, for a type's single default item (R-ST-2)
+SUBSCRIPTION_SWEEP_MINUTES = int(os.environ.get("SUBSCRIPTION_SWEEP_MINUTES", "1"))
+# Content access whose subscriptions extend_last_subscription ignores (R-EXT-6), e.g. "mobile".
+EXTEND_LAST_IGNORED_ACCESS = _env_list("EXTEND_LAST_IGNORED_ACCESS", "")
 
 SESSION_COOKIE_HTTPONLY = True
 # Flash messages can carry a new API token: keep them server-side, never in a cookie.

@@ -8,6 +8,8 @@ class SubscriptionsConfig(AppConfig):
     verbose_name = _("Subscriptions")
 
     def ready(self):
-        from masthead.subscriptions import catalog
+        from masthead.core.events import subscribe
+        from masthead.subscriptions import catalog, events, services
 
         catalog.register()
+        subscribe(events.SubscriptionShortened, services.close_gap)

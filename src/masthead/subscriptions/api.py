@@ -1,0 +1,5 @@
+"""REMP subscriptions API."""
+
+from ninja import Router
+
+router = Router(tags=["subscriptions"])
