@@ -24,131 +24,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pwd
-import re
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = ROOT / ".venv" / "bin"
-PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
-MASTHEAD = [str(VENV_BIN / "masthead")] if (VENV_BIN / "masthead").exists() else [PYTHON, "-m", "masthead.cli"]
-PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/local/bin", "/usr/bin")
-PREFIX = "api_baseline"
+import _common
+from _common import (MASTHEAD, PYTHON, BenchError, Server, ThrowawayPostgres, app_env, gunicorn_extra_options,
+                     http_get, log, parse_wrk, run, run_wrk)
+
+_common.PREFIX = "api_baseline"
+
 ENDPOINTS = (("health", "/api/v1/health", False), ("users_info", "/api/v1/users/info", True))
 
 
-class BenchError(Exception):
-    pass
-
-
-def log(message: str) -> None:
-    print(f"[{PREFIX}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def run(cmd: list[str], *, env: dict | None = None, timeout: float = 120, what: str) -> str:
-    """Run a short setup command; BenchError with its output when it fails."""
-    try:
-        result = subprocess.run(cmd, check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                                start_new_session=True)
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"{what}: timed out after {timeout:.0f} s") from exc
-    except OSError as exc:
-        raise BenchError(f"{what}: cannot run {cmd[0]}: {exc}") from exc
-    if result.returncode != 0:
-        raise BenchError(f"{what} failed (exit {result.returncode}):\n{result.stdout}{result.stderr}".rstrip())
-    return result.stdout
-
-
-def stop_group(proc: subprocess.Popen, *, grace: float = 10) -> None:
-    """SIGTERM a child started with start_new_session (and its whole group), then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 # --- PostgreSQL -----------------------------------------------------------------------------
-
-
-class ThrowawayPostgres:
-    """The steps of scripts/services.sh start_postgres/stop_services, in Python."""
-
-    def __init__(self):
-        self.dir: Path | None = None
-        self.data: Path | None = None
-        self.bin: Path | None = None
-        self.started = False
-
-    def _as_pg(self, cmd: list[str]) -> list[str]:
-        return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-    def start(self) -> str:
-        for d in PG_BIN_DIRS:
-            if os.access(Path(d) / "initdb", os.X_OK):
-                self.bin = Path(d)
-                break
-        else:
-            raise BenchError("no PostgreSQL 15 found (initdb); install it with `apt-get install -y postgresql-15` "
-                             "or set DATABASE_URL")
-        self.dir = Path(tempfile.mkdtemp(prefix="masthead-bench-pg."))
-        self.dir.chmod(0o755)
-        self.data = self.dir / "data"
-        if os.geteuid() == 0:
-            try:
-                pwd.getpwnam("postgres")
-            except KeyError:
-                run(["useradd", "--system", "--no-create-home", "postgres"], what="useradd postgres")
-            shutil.chown(self.dir, user="postgres")
-        port = free_port()
-        run(self._as_pg([str(self.bin / "initdb"), "-D", str(self.data), "-U", "masthead", "--auth=trust",
-                         "-E", "UTF8", "--locale=C.UTF-8"]), what="initdb")
-        options = (f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
-                   f"-c full_page_writes=off -c max_connections=200")
-        self.started = True  # from here on, stop() tries pg_ctl stop
-        run(self._as_pg([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w",
-                         "-t", "60", "-o", options, "start"]), what="pg_ctl start", timeout=90)
-        run(self._as_pg([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "masthead",
-                         "masthead"]), what="createdb")
-        return f"postgresql://masthead@127.0.0.1:{port}/masthead"
-
-    def stop(self) -> None:
-        if self.started and self.data is not None and (self.data / "postmaster.pid").exists():
-            subprocess.run(self._as_pg([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w",
-                                        "-t", "30", "stop"]), check=False, capture_output=True, start_new_session=True)
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # --- the app --------------------------------------------------------------------------------
@@ -166,20 +60,6 @@ print("TOKEN=" + token)
 """
 
 
-def app_env(var_dir: Path, database_url: str | None) -> dict:
-    # settings.py only creates VAR_DIR on the SQLite branch, yet SqliteHuey opens VAR_DIR/huey.sqlite3
-    # at django.setup() with DATABASE_URL too, so create it here.
-    var_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    for name in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"):
-        env.pop(name, None)
-    if database_url:
-        env["DATABASE_URL"] = database_url
-    env.update(MASTHEAD_VAR_DIR=str(var_dir), MASTHEAD_SERVE_STATIC="0", LOG_LEVEL="WARNING", DEBUG="0",
-               PYTHONUNBUFFERED="1")
-    return env
-
-
 def prepare_database(env: dict) -> tuple[str, str]:
     """Migrate; create a user and a user token. Returns (email, token)."""
     run([*MASTHEAD, "manage", "migrate", "--no-input", "--verbosity", "0"], env=env, what="masthead manage migrate",
@@ -190,55 +70,6 @@ def prepare_database(env: dict) -> tuple[str, str]:
     if not tokens:
         raise BenchError(f"create user and token printed no token:\n{out}")
     return email, tokens[-1]
-
-
-def gunicorn_extra_options() -> list[str]:
-    """gunicorn >= 27 opens a control socket at ~/.gunicorn by default; two servers would collide."""
-    try:
-        text = subprocess.run([PYTHON, "-m", "gunicorn", "--help"], check=False, capture_output=True, text=True, cwd=ROOT,
-                              timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return ["--no-control-socket"] if "--no-control-socket" in text else []
-
-
-def http_get(url: str, headers: dict | None = None, timeout: float = 5) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-class Server:
-    def __init__(self, env: dict, workdir: Path, workers: int, extra: list[str]):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "gunicorn.log"
-        cmd = [PYTHON, "-m", "gunicorn", "masthead.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-               "--workers", str(workers), "--log-level", "warning", "--error-logfile", "-",
-               "--graceful-timeout", "5", *extra]
-        with open(self.log_path, "wb") as log_file:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log_file,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"gunicorn exited with {self.proc.returncode}:\n{tail(self.log_path)}")
-            try:
-                status, _ = http_get(self.base + "/api/v1/health", timeout=2)
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise BenchError(f"gunicorn did not answer /api/v1/health within {timeout:.0f} s:\n{tail(self.log_path)}")
-
-    def stop(self) -> None:
-        stop_group(self.proc)
 
 
 def check_responses(base: str, email: str, token: str) -> None:
@@ -260,47 +91,6 @@ def check_responses(base: str, email: str, token: str) -> None:
 
 
 # --- wrk ------------------------------------------------------------------------------------
-
-UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
-
-
-def to_ms(value: str, unit: str) -> float:
-    return float(value) * UNITS_MS[unit]
-
-
-def parse_wrk(output: str) -> dict:
-    rps = re.search(r"^Requests/sec:\s*([\d.]+)", output, re.MULTILINE)
-    p50 = re.search(r"^\s*50%\s+([\d.]+)(us|ms|s|m|h)\s*$", output, re.MULTILINE)
-    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m|h)\s*$", output, re.MULTILINE)
-    total = re.search(r"^\s*(\d+) requests in", output, re.MULTILINE)
-    if not (rps and p50 and p99 and total):
-        raise BenchError(f"could not parse wrk output:\n{output}")
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", output)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    return {
-        "req_per_s": float(rps.group(1)),
-        "p50_ms": to_ms(*p50.groups()),
-        "p99_ms": to_ms(*p99.groups()),
-        "requests": int(total.group(1)),
-        "non_2xx_or_3xx": int(non2xx.group(1)) if non2xx else 0,
-        "socket_errors": dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups())))
-        if sock else {"connect": 0, "read": 0, "write": 0, "timeout": 0},
-    }
-
-
-def run_wrk(wrk: str, url: str, *, seconds: float, connections: int, threads: int, headers: list[str],
-            latency: bool) -> str:
-    cmd = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--timeout", "10s"]
-    if latency:
-        cmd.append("--latency")
-    for header in headers:
-        cmd += ["-H", header]
-    cmd.append(url)
-    # subprocess.run kills wrk if we are interrupted while waiting.
-    result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=seconds + 60)
-    if result.returncode != 0:
-        raise BenchError(f"wrk failed (exit {result.returncode}): {result.stderr or result.stdout}")
-    return result.stdout
 
 
 def measure(wrk: str, base: str, token: str, args) -> dict:
@@ -332,7 +122,7 @@ def fmt_ms(value: float) -> str:
 
 
 def line(db: str, name: str, figures: dict, baseline: tuple[str, dict] | None = None) -> str:
-    text = (f"{PREFIX}.{db}.{name}: {figures['req_per_s']:.0f} req/s p50 {fmt_ms(figures['p50_ms'])} ms "
+    text = (f"{_common.PREFIX}.{db}.{name}: {figures['req_per_s']:.0f} req/s p50 {fmt_ms(figures['p50_ms'])} ms "
             f"p99 {fmt_ms(figures['p99_ms'])} ms")
     if baseline:
         text += f" (ratio {figures['req_per_s'] / baseline[1]['req_per_s']:.2f} vs {baseline[0]})"
@@ -431,14 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     if "postgres" in results and "sqlite" in results:
         ratio = results["postgres"]["users_info"]["req_per_s"] / results["sqlite"]["users_info"]["req_per_s"]
         ratios["users_info.postgres_vs_sqlite"] = ratio
-        print(f"{PREFIX}.users_info.postgres_vs_sqlite: ratio {ratio:.2f}", flush=True)
+        print(f"{_common.PREFIX}.users_info.postgres_vs_sqlite: ratio {ratio:.2f}", flush=True)
     for db, figures in results.items():
         ratios[f"{db}.users_info_vs_health"] = figures["users_info"]["req_per_s"] / figures["health"]["req_per_s"]
     elapsed = time.monotonic() - started
     log(f"done in {elapsed:.0f} s")
     if args.json:
         doc = {
-            "benchmark": PREFIX,
+            "benchmark": _common.PREFIX,
             "config": {"seconds": args.seconds, "warmup": args.warmup, "connections": args.connections,
                        "wrk_threads": args.threads, "gunicorn_workers": args.workers, "cpus": os.cpu_count(),
                        "postgres": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "throwaway 15",

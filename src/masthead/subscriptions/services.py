@@ -209,22 +209,23 @@ def sweep_statuses(*, batch_size: int = 1000) -> SweepResult:
     now = connection.ops.adapt_datetimefield_value(clock.now())
     lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
     table = Subscription._meta.db_table
-
-    def statement(to_status: str, from_statuses: tuple[str, ...], due: str) -> str:
-        olds = ", ".join(f"'{s}'" for s in from_statuses)
-        return (f"UPDATE {table} SET internal_status = '{to_status}', updated_at = %s "
-                f"WHERE id IN (SELECT id FROM {table} WHERE internal_status IN ({olds}) AND {due} "
-                f"LIMIT {int(batch_size)}{lock}) AND internal_status IN ({olds}) RETURNING id, user_id")
-
-    starts = statement(S.ACTIVE, (S.BEFORE_START, S.UNKNOWN), "start_time <= %s AND end_time > %s")
-    ends_unseen = statement(S.AFTER_END, (S.BEFORE_START,), "end_time <= %s")
-    ends = statement(S.AFTER_END, (S.ACTIVE, S.UNKNOWN), "end_time <= %s")
+    starting = ("start_time", "start_time <= %s AND end_time > %s", [now, now])
+    ending = ("end_time", "end_time <= %s", [now])
+    # (old status, new status, due rows, what to announce). One old status per statement, claimed in
+    # the order of the indexed column, so the (status, start/end) index is used whatever the statistics say.
+    transitions = [
+        (S.BEFORE_START, S.ACTIVE, starting, ("started",)),
+        (S.UNKNOWN, S.ACTIVE, starting, ("started",)),
+        (S.BEFORE_START, S.AFTER_END, ending, ("started", "ended")),  # started and ended between two sweeps
+        (S.ACTIVE, S.AFTER_END, ending, ("ended",)),
+        (S.UNKNOWN, S.AFTER_END, ending, ("ended",)),
+    ]
     result = SweepResult()
-    for sql, params, announce in (
-        (starts, [now, now, now], ("started",)),
-        (ends_unseen, [now, now], ("started", "ended")),  # started and ended between two sweeps
-        (ends, [now, now], ("ended",)),
-    ):
+    for old, new, (column, due, due_params), announce in transitions:
+        sql = (f"UPDATE {table} SET internal_status = %s, updated_at = %s WHERE id IN ("
+               f"SELECT id FROM {table} WHERE internal_status = %s AND {due} ORDER BY {column} "
+               f"LIMIT {int(batch_size)}{lock}) AND internal_status = %s RETURNING id, user_id")
+        params = [new, now, old, *due_params, old]
         while True:
             with transaction.atomic():
                 rows = _transition(sql, params)
