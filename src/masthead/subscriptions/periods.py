@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 
-LIFETIME = timedelta(days=365 * 30)  # "now + 30 years": ends beyond it count as lifetime (R-EXT-4/5)
 
 
 @dataclass(frozen=True)
@@ -97,6 +96,17 @@ def add_days(value: datetime, days: int) -> datetime:
     return local.replace(tzinfo=tz).astimezone(UTC).replace(microsecond=0)
 
 
+def _horizon(now: datetime) -> datetime:
+    """now + 30 calendar years at the same local wall-clock time (R-EXT-4/5 "lifetime" limit)."""
+    tz = _tz()
+    local = now.astimezone(tz).replace(tzinfo=None)
+    try:
+        later = local.replace(year=local.year + 30)
+    except ValueError:  # 29 February → 1 March, as PHP's "+30 years"
+        later = local.replace(year=local.year + 30, month=3, day=1)
+    return later.replace(tzinfo=tz).astimezone(UTC)
+
+
 def _current_by_priority(existing: Sequence[Existing], now: datetime) -> list[Existing]:
     """Current subscriptions, mobile ones first, then latest end first (R-EXT-2 order)."""
     return sorted((s for s in existing if s.is_current(now)), key=lambda s: (not s.is_mobile, -s.end.timestamp()))
@@ -125,7 +135,7 @@ def extend_same_actual(*, new_type, existing, now):
 
 @extension_method("extend_same_type")
 def extend_same_type(*, new_type, existing, now):
-    horizon = now + LIFETIME
+    horizon = _horizon(now)
     same = [s for s in existing if s.type_id == new_type.id and now < s.end < horizon]
     if same:
         return max(s.end for s in same), True
@@ -137,7 +147,7 @@ def extend_same_type(*, new_type, existing, now):
 
 @extension_method("extend_same_content_access")
 def extend_same_content_access(*, new_type, existing, now):
-    horizon = now + LIFETIME
+    horizon = _horizon(now)
     for s in sorted((s for s in existing if now < s.end < horizon), key=lambda s: s.end, reverse=True):
         if s.content_access == new_type.content_access:
             return s.end, True
@@ -183,10 +193,13 @@ def resolve(*, subscription_type: TypeSpec, existing: Sequence[Existing], now: d
     elif start is None:
         method = _method(EXTENSION_METHODS, subscription_type.extension_method, "extension")
         start, is_extending = method(new_type=subscription_type, existing=existing, now=now)
-    days = _method(LENGTH_METHODS, subscription_type.length_method, "length")(
-        subscription_type=subscription_type, start=start, is_extending=is_extending)
-    if end is None and subscription_type.fixed_end is not None:
-        end = max(subscription_type.fixed_end, start)
-    elif end is None:
+    length_of = _method(LENGTH_METHODS, subscription_type.length_method, "length")
+    if end is None and subscription_type.fixed_end is None:
+        days = length_of(subscription_type=subscription_type, start=start, is_extending=is_extending)
         end = add_days(start, days)
+    else:  # end from step 4/5: store the type's length, not the real interval (R-SUB-3)
+        days = (subscription_type.extending_length if is_extending and subscription_type.extending_length
+                else subscription_type.length)
+        if end is None:
+            end = max(subscription_type.fixed_end, start)
     return Period(start=start, end=max(end, start), length=days, is_extending=is_extending)

@@ -68,14 +68,15 @@ def create_subscription(*, user: User, subscription_type: SubscriptionType, type
     period = periods.resolve(subscription_type=queries.type_spec(subscription_type),
                              existing=queries.existing_periods(user), now=now,
                              start=_seconds(start), end=_seconds(end))
+    start_time, end_time = _seconds(period.start), _seconds(period.end)  # R-GEN-4, also for fixed dates
     subscription = Subscription.objects.create(
         user=user, subscription_type=subscription_type, type=type, is_paid=is_paid, is_recurrent=is_recurrent,
-        start_time=period.start, end_time=period.end, length=period.length, note=note[:255], address=address,
-        internal_status=status_at(period.start, period.end, now))
+        start_time=start_time, end_time=end_time, length=period.length, note=note[:255], address=address,
+        internal_status=status_at(start_time, end_time, now))
     for key, value in (meta or {}).items():
         SubscriptionMeta.objects.create(subscription=subscription, key=key, value=value)
-    if period.start > now:  # R-SUB-8: the ones ending where this starts now lead to it
-        Subscription.objects.filter(user=user, end_time=period.start).exclude(pk=subscription.pk).update(
+    if start_time > now:  # R-SUB-8: the ones ending where this starts now lead to it
+        Subscription.objects.filter(user=user, end_time=start_time).exclude(pk=subscription.pk).update(
             next_subscription=subscription)
     emit(events.SubscriptionCreated(subscription_id=subscription.pk, user_id=user.pk,
                                     subscription_type_id=subscription_type.pk, payment_id=payment_id))
