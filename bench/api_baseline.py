@@ -39,7 +39,18 @@ from _common import (MASTHEAD, PYTHON, BenchError, Server, ThrowawayPostgres, ap
 
 _common.PREFIX = "api_baseline"
 
-ENDPOINTS = (("health", "/api/v1/health", False), ("users_info", "/api/v1/users/info", True))
+
+
+def _health_ok(body: dict, email: str) -> bool:
+    return body.get("status") == "ok"
+
+
+def _info_ok(body: dict, email: str) -> bool:
+    return body.get("user", {}).get("email") == email
+
+
+# (name, path, needs the user token, check of the JSON body before the load); the first is the baseline.
+ENDPOINTS = (("health", "/api/v1/health", False, _health_ok), ("users_info", "/api/v1/users/info", True, _info_ok))
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------
@@ -60,42 +71,37 @@ print("TOKEN=" + token)
 """
 
 
-def prepare_database(env: dict) -> tuple[str, str]:
-    """Migrate; create a user and a user token. Returns (email, token)."""
+def prepare_database(env: dict, seed: str) -> tuple[str, str]:
+    """Migrate; run ``seed`` (argv: e-mail, password), which prints ``TOKEN=<user token>``."""
     run([*MASTHEAD, "manage", "migrate", "--no-input", "--verbosity", "0"], env=env, what="masthead manage migrate",
         timeout=180)
     email = f"bench-{secrets.token_hex(4)}@example.com"
-    out = run([PYTHON, "-c", CREATE_USER, email, secrets.token_urlsafe(16)], env=env, what="create user and token")
+    out = run([PYTHON, "-c", seed, email, secrets.token_urlsafe(16)], env=env, what="seed data and token",
+              timeout=900)
     tokens = [line[6:] for line in out.splitlines() if line.startswith("TOKEN=")]
     if not tokens:
         raise BenchError(f"create user and token printed no token:\n{out}")
     return email, tokens[-1]
 
 
-def check_responses(base: str, email: str, token: str) -> None:
-    """One request per endpoint before the load: both must answer 200 with the expected body."""
-    status, body = http_get(base + "/api/v1/health")
-    try:
-        health_status = json.loads(body).get("status")
-    except (ValueError, AttributeError):
-        health_status = None
-    if status != 200 or health_status != "ok":
-        raise BenchError(f"GET /api/v1/health answered {status}: {body[:500]!r}")
-    status, body = http_get(base + "/api/v1/users/info", {"Authorization": f"Bearer {token}"})
-    try:
-        got = json.loads(body).get("user", {}).get("email")
-    except (ValueError, AttributeError):
-        got = None
-    if status != 200 or got != email:
-        raise BenchError(f"GET /api/v1/users/info answered {status} (expected 200 for {email}): {body[:500]!r}")
+def check_responses(base: str, email: str, token: str, endpoints) -> None:
+    """One request per endpoint before the load: each must answer 200 with the expected body."""
+    for _name, path, auth, check in endpoints:
+        status, body = http_get(base + path, {"Authorization": f"Bearer {token}"} if auth else {})
+        try:
+            ok = status == 200 and check(json.loads(body), email)
+        except (ValueError, AttributeError, TypeError):
+            ok = False
+        if not ok:
+            raise BenchError(f"GET {path} answered {status}: {body[:500]!r}")
 
 
 # --- wrk ------------------------------------------------------------------------------------
 
 
-def measure(wrk: str, base: str, token: str, args) -> dict:
+def measure(wrk: str, base: str, token: str, args, endpoints) -> dict:
     results = {}
-    for name, path, auth in ENDPOINTS:
+    for name, path, auth, _check in endpoints:
         headers = [f"Authorization: Bearer {token}"] if auth else []
         common = {"connections": args.connections, "threads": args.threads, "headers": headers}
         if args.warmup > 0:
@@ -129,7 +135,8 @@ def line(db: str, name: str, figures: dict, baseline: tuple[str, dict] | None = 
     return text
 
 
-def bench_database(db: str, args, wrk: str, gunicorn_extra: list[str], outer: ExitStack) -> dict:
+def bench_database(db: str, args, wrk: str, gunicorn_extra: list[str], outer: ExitStack, endpoints,
+                   seed: str) -> dict:
     # Everything for this database is stopped before the next one runs; ``outer`` still closes it
     # if we are interrupted half way (closing an ExitStack twice is harmless).
     stack = outer.enter_context(ExitStack())
@@ -146,21 +153,22 @@ def bench_database(db: str, args, wrk: str, gunicorn_extra: list[str], outer: Ex
             log("postgres: starting a throwaway PostgreSQL 15")
             database_url = pg.start()
     env = app_env(workdir / "var", database_url)
-    log(f"{db}: migrating and creating a user token")
-    email, token = prepare_database(env)
+    log(f"{db}: migrating and seeding")
+    email, token = prepare_database(env, seed)
     server = Server(env, workdir, args.workers, gunicorn_extra)
     stack.callback(server.stop)
     server.wait_ready()
-    check_responses(server.base, email, token)
+    check_responses(server.base, email, token, endpoints)
     log(f"{db}: gunicorn ({args.workers} workers) on {server.base}; wrk {args.connections} connections, "
         f"{args.warmup:g} s warm-up + {args.seconds:g} s per endpoint")
-    results = measure(wrk, server.base, token, args)
+    results = measure(wrk, server.base, token, args, endpoints)
     stack.close()
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, *, endpoints=ENDPOINTS, seed: str = CREATE_USER,
+         description: str = __doc__) -> int:
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10, help="measured seconds per endpoint (default 10)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2, at most --connections)")
@@ -193,15 +201,16 @@ def main(argv: list[str] | None = None) -> int:
         log(f"warning: host already busy (load average {load_before[0]:.1f} on {os.cpu_count()} CPUs); "
             "figures will be noisy")
     started = time.monotonic()
+    base_name, subject = endpoints[0][0], endpoints[-1][0]
     results: dict[str, dict] = {}
     stack = ExitStack()
     code = 0
     try:
         gunicorn_extra = gunicorn_extra_options()
         for db in databases:
-            results[db] = bench_database(db, args, wrk, gunicorn_extra, stack)
-            for name, _, _ in ENDPOINTS:
-                baseline = None if name == "health" else (f"{db}.health", results[db]["health"])
+            results[db] = bench_database(db, args, wrk, gunicorn_extra, stack, endpoints, seed)
+            for name, *_ in endpoints:
+                baseline = None if name == base_name else (f"{db}.{base_name}", results[db][base_name])
                 print(line(db, name, results[db][name], baseline), flush=True)
     except (BenchError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -219,11 +228,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ratios = {}
     if "postgres" in results and "sqlite" in results:
-        ratio = results["postgres"]["users_info"]["req_per_s"] / results["sqlite"]["users_info"]["req_per_s"]
-        ratios["users_info.postgres_vs_sqlite"] = ratio
-        print(f"{_common.PREFIX}.users_info.postgres_vs_sqlite: ratio {ratio:.2f}", flush=True)
+        ratio = results["postgres"][subject]["req_per_s"] / results["sqlite"][subject]["req_per_s"]
+        ratios[f"{subject}.postgres_vs_sqlite"] = ratio
+        print(f"{_common.PREFIX}.{subject}.postgres_vs_sqlite: ratio {ratio:.2f}", flush=True)
     for db, figures in results.items():
-        ratios[f"{db}.users_info_vs_health"] = figures["users_info"]["req_per_s"] / figures["health"]["req_per_s"]
+        ratios[f"{db}.{subject}_vs_{base_name}"] = figures[subject]["req_per_s"] / figures[base_name]["req_per_s"]
     elapsed = time.monotonic() - started
     log(f"done in {elapsed:.0f} s")
     if args.json:

@@ -180,6 +180,22 @@ VAT_DEFAULT = os.environ.get("VAT_DEFAULT", "23")  # percent, for a type's singl
 SUBSCRIPTION_SWEEP_MINUTES = int(os.environ.get("SUBSCRIPTION_SWEEP_MINUTES", "1"))
 # Content access whose subscriptions extend_last_subscription ignores (R-EXT-6), e.g. "mobile".
 EXTEND_LAST_IGNORED_ACCESS = _env_list("EXTEND_LAST_IGNORED_ACCESS", "")
+PRINT_ACCESS_NAMES = _env_list("PRINT_ACCESS_NAMES", "print")  # dashboard: print subscribers without
+PRINT_ADDRESS_TYPES = _env_list("PRINT_ADDRESS_TYPES", "print")  # ... an address of one of these types
+# Recurring charges (R-REC-*): retry ladder of ISO-8601 durations (R-REC-10), delay after a gateway error
+# (R-REC-13), global hours before the end to charge (R-REC-5; empty: 0), fast-charge guard (R-REC-7; 0 off),
+# charge run period/look-ahead in minutes and its concurrent gateway calls, VAT % of recurrent donations.
+RECURRENT_PAYMENT_CHARGES = os.environ.get("RECURRENT_PAYMENT_CHARGES", "PT15M, PT6H, PT6H, PT6H, PT6H")
+RECURRENT_GATEWAY_FAIL_DELAY = os.environ.get("RECURRENT_GATEWAY_FAIL_DELAY", "PT1H")
+RECURRENT_CHARGE_BEFORE_HOURS = os.environ.get("RECURRENT_CHARGE_BEFORE_HOURS", "")
+FASTCHARGE_THRESHOLD_HOURS = int(os.environ.get("FASTCHARGE_THRESHOLD_HOURS", "24"))
+CHARGE_RUN_MINUTES = int(os.environ.get("CHARGE_RUN_MINUTES", "15"))
+CHARGE_RUN_WORKERS = int(os.environ.get("CHARGE_RUN_WORKERS", "4"))
+DONATION_VAT_RATE = os.environ.get("DONATION_VAT_RATE", "")
+# fake_card simulator: latency per call and "<card number suffix>:<outcome>:<code>" rules
+FAKE_CARD_LATENCY_MS = int(os.environ.get("FAKE_CARD_LATENCY_MS", "0"))
+FAKE_CARD_DECLINES = os.environ.get("FAKE_CARD_DECLINES", "0002:fail_try:insufficient_funds,0069:fail_stop:expired_card,"
+                                    "0119:error:gateway_unavailable,0077:pending:processing")
 
 SESSION_COOKIE_HTTPONLY = True
 # Flash messages can carry a new API token: keep them server-side, never in a cookie.

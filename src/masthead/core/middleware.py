@@ -4,7 +4,7 @@ from django.conf import settings
 from django.http import JsonResponse
 
 ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-ALLOWED_HEADERS = "Authorization, Content-Type, Accept, X-Requested-With"
+ALLOWED_HEADERS = "Authorization, Content-Type, Accept, X-Requested-With, Idempotency-Key"
 
 
 def origin_allowed(origin: str) -> bool:

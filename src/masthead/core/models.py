@@ -20,3 +20,21 @@ class HandledEvent(models.Model):
 
     def __str__(self):
         return f"{self.event_type} {self.event_id} → {self.handler}"
+
+
+class ApiIdempotencyKey(models.Model):
+    """An ``Idempotency-Key`` a non-GET API call succeeded with (R-SAPI-6). Recorded in the same
+    transaction as the call's own writes, so it exists only if they do; the unique pair makes a
+    concurrent repeat of the call fail instead of writing twice."""
+
+    path = models.CharField(_("path"), max_length=255)
+    key = models.CharField(_("key"), max_length=255)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("API idempotency key")
+        verbose_name_plural = _("API idempotency keys")
+        constraints = [models.UniqueConstraint(fields=["path", "key"], name="api_idempotency_key_once")]
+
+    def __str__(self):
+        return f"{self.path} {self.key}"

@@ -8,6 +8,7 @@ app_name = "customer"
 urlpatterns = [
     path("", views.home, name="home"),
     path("account/", views.account, name="account"),
+    path("subscriptions/", views.subscriptions, name="subscriptions"),
     path("login/", auth_views.LoginView.as_view(template_name="customer/login.html",
                                                 redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

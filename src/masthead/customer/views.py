@@ -7,6 +7,8 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
+from masthead.core import clock
+from masthead.subscriptions import queries as subscription_queries
 from masthead.users import services
 
 
@@ -29,3 +31,11 @@ def account(request):
                 messages.success(request, _("Saved."))
             return redirect("customer:account")
     return render(request, "customer/account.html")
+
+
+@login_required
+def subscriptions(request):
+    """My subscriptions: running and future ones; the finished ones with ``?show=all``."""
+    show_all = request.GET.get("show") == "all"
+    data = subscription_queries.customer_subscriptions(request.user, clock.now(), finished=show_all)
+    return render(request, "customer/subscriptions.html", {**data, "show_all": show_all})

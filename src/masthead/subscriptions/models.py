@@ -88,6 +88,9 @@ class SubscriptionTypeItem(models.Model):
         verbose_name_plural = _("items")
         ordering = ["sorting", "id"]
 
+    def __str__(self):
+        return f"{self.name} {self.amount}"
+
 
 class SubscriptionTypeMeta(models.Model):
     subscription_type = models.ForeignKey(SubscriptionType, on_delete=models.CASCADE, related_name="meta",
@@ -99,6 +102,9 @@ class SubscriptionTypeMeta(models.Model):
         verbose_name = _("meta")
         verbose_name_plural = _("meta")
         constraints = [models.UniqueConstraint(fields=["subscription_type", "key"], name="sub_type_meta_key")]
+
+    def __str__(self):
+        return self.key
 
 
 class SubscriptionTypeName(models.Model):

@@ -61,9 +61,14 @@ def _lock_user(user: User) -> None:
 def create_subscription(*, user: User, subscription_type: SubscriptionType, type: str = "regular",
                         is_paid: bool | None = False, is_recurrent: bool = False, start: datetime | None = None,
                         end: datetime | None = None, note: str = "", address=None, payment_id: int | None = None,
-                        meta: dict[str, str] | None = None) -> Subscription:
-    """Place a new subscription on the reader's timeline (R-SUB-3) and announce it (R-SUB-5)."""
+                        meta: dict[str, str] | None = None, enforce_limit: bool = False) -> Subscription:
+    """Place a new subscription on the reader's timeline (R-SUB-3) and announce it (R-SUB-5).
+
+    With ``enforce_limit``, the type's per-user limit (R-SAPI-7) is checked under the reader's lock.
+    """
     _lock_user(user)
+    if enforce_limit and limit_reached(user=user, subscription_type=subscription_type):
+        raise SubscriptionError("limit_reached", _("Limit per user reached"))
     now = clock.now()
     period = periods.resolve(subscription_type=queries.type_spec(subscription_type),
                              existing=queries.existing_periods(user), now=now,
@@ -100,8 +105,10 @@ def update_subscription(*, subscription: Subscription, **changes) -> Subscriptio
     end = changes.get("end_time", subscription.end_time)
     if end < start:
         raise SubscriptionError("end_before_start", _("The end must not be before the start."))
+    # Read the stored status under a row lock: two concurrent updates must not both announce a change.
+    old_status = (Subscription.objects.select_for_update().filter(pk=subscription.pk)
+                  .values_list("internal_status", flat=True).get())
     changed = tuple(n for n, v in changes.items() if getattr(subscription, n) != v)
-    old_status = subscription.internal_status
     for name, value in changes.items():
         setattr(subscription, name, value)
     subscription.internal_status = status_at(subscription.start_time, subscription.end_time, clock.now())
