@@ -223,10 +223,13 @@ def access_now(user, now: datetime) -> list[ContentAccess]:
 # ORM queries costs several times more than running them.
 
 _READER_SQL = """
-    SELECT s.id, s.start_time, s.end_time, t.id, t.code, t.name, t.user_label
-    FROM subscriptions_subscription s JOIN subscriptions_subscriptiontype t ON t.id = s.subscription_type_id
+    SELECT s.id, s.start_time, s.end_time, t.id, t.code, t.name, t.user_label, ca.name
+    FROM subscriptions_subscription s
+    JOIN subscriptions_subscriptiontype t ON t.id = s.subscription_type_id
+    LEFT JOIN subscriptions_subscriptiontype_content_access sc ON sc.subscriptiontype_id = t.id
+    LEFT JOIN subscriptions_contentaccess ca ON ca.id = sc.contentaccess_id
     WHERE s.user_id = %s{since}
-    ORDER BY s.end_time DESC, s.id DESC
+    ORDER BY s.end_time DESC, s.id DESC, ca.sorting, ca.name
 """
 _ACCESS_SQL = """
     SELECT sc.subscriptiontype_id, ca.name
@@ -283,8 +286,13 @@ def reader_subscriptions(user_id: int, *, ending_from: datetime | None = None) -
     with connection.cursor() as cursor:
         cursor.execute(_READER_SQL.format(since=since), params)
         rows = cursor.fetchall()
-    access = access_names({row[3] for row in rows})
-    return [ReaderSubscription(id=i, start_time=_aware(start), end_time=_aware(end), type_id=type_id, code=code,
-                               name=name, label=label, access=access.get(type_id, []))
-            for i, start, end, type_id, code, name, label in rows]
+    # one row per (subscription, content access): regroup, keeping the order
+    result: dict[int, ReaderSubscription] = {}
+    for i, start, end, type_id, code, name, label, access in rows:
+        if i not in result:
+            result[i] = ReaderSubscription(id=i, start_time=_aware(start), end_time=_aware(end), type_id=type_id,
+                                           code=code, name=name, label=label, access=[])
+        if access is not None:
+            result[i].access.append(access)
+    return list(result.values())
 
