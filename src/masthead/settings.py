@@ -191,6 +191,7 @@ RECURRENT_CHARGE_BEFORE_HOURS = os.environ.get("RECURRENT_CHARGE_BEFORE_HOURS", 
 FASTCHARGE_THRESHOLD_HOURS = int(os.environ.get("FASTCHARGE_THRESHOLD_HOURS", "24"))
 CHARGE_RUN_MINUTES = int(os.environ.get("CHARGE_RUN_MINUTES", "15"))
 CHARGE_RUN_WORKERS = int(os.environ.get("CHARGE_RUN_WORKERS", "4"))
+CHARGE_RUN_WORKER_TYPE = os.environ.get("CHARGE_RUN_WORKER_TYPE", "thread")  # or "process": Python in parallel too
 DONATION_VAT_RATE = os.environ.get("DONATION_VAT_RATE", "")
 # fake_card simulator: latency per call and "<card number suffix>:<outcome>:<code>" rules
 FAKE_CARD_LATENCY_MS = int(os.environ.get("FAKE_CARD_LATENCY_MS", "0"))
