@@ -89,6 +89,10 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)  # SQLite database and/or SqliteHuey 
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    if _env_bool("DATABASE_PREPARED_STATEMENTS", True) and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        # Server-side binding lets psycopg prepare statements it sees repeatedly, so the hot reads
+        # (token lookup, a reader's subscriptions) skip planning. Set 0 behind a transaction pooler.
+        DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=2)
 else:
     DATABASES = {
         "default": {
