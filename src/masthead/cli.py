@@ -37,8 +37,9 @@ def prepare(*, demo: bool) -> None:
     call_command("migrate", interactive=False, verbosity=0)
     if demo and not User.objects.exists():
         report = catalog.load_file(catalog.DEMO_CATALOG)
+        demo_purchase()
         print(f"Demo data loaded ({report.summary()}).")
-        print("Demo reader: reader@example.com / reader-demo-1")
+        print("Demo reader: reader@example.com / reader-demo-1 (a monthly web subscription paid by card, renewing)")
     email = os.environ.get("MASTHEAD_ADMIN_EMAIL") or "admin@example.com"
     if services.find_user_by_email(email) is None:
         password = os.environ.get("MASTHEAD_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
@@ -47,6 +48,19 @@ def prepare(*, demo: bool) -> None:
         print(f"Admin login: {email} / {shown}")
     else:
         print(f"Admin login: {email} (existing account, password unchanged)")
+
+
+def demo_purchase() -> None:
+    """The demo reader buys the monthly web subscription with the card simulator: a paid payment,
+    its subscription and a recurring profile, made the way a real purchase makes them."""
+    from masthead.payments import services as payments
+    from masthead.subscriptions.models import SubscriptionType
+    from masthead.users import services as users
+
+    reader = users.find_user_by_email("reader@example.com")
+    subscription_type = SubscriptionType.objects.get(code="web_month")
+    payment = payments.create_payment(user=reader, gateway="fake_card", subscription_type=subscription_type)
+    payments.confirm(payment=payment, cid="card_4242424242424242")
 
 
 def serve(args) -> int:

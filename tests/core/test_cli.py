@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from masthead.cli import build_parser, main, prepare
+from masthead.payments.models import Payment, RecurrentPayment
 from masthead.subscriptions.models import ContentAccess
 from masthead.users import services
 from masthead.users.models import ApiToken, User
@@ -78,6 +79,13 @@ def test_prepare_loads_demo_and_creates_admin_once(capsys, monkeypatch):
     admin = User.objects.get(email="chief@example.com")
     assert admin.is_superuser and admin.check_password(password)
     assert ContentAccess.objects.count() == 4
+    reader = User.objects.get(email="reader@example.com")
+    subscription = reader.subscriptions.get()
+    assert (subscription.subscription_type.code, subscription.is_paid, subscription.is_recurrent) == (
+        "web_month", True, True)
+    assert list(Payment.objects.filter(user=reader).values_list("status", "subscription_id")) == [
+        ("paid", subscription.pk)]
+    assert RecurrentPayment.objects.get(user=reader).state == "active"
     users = User.objects.count()
     prepare(demo=True)
     assert "existing account, password unchanged" in capsys.readouterr().out
