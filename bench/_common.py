@@ -230,3 +230,15 @@ def run_wrk(wrk: str, url: str, *, seconds: float, connections: int, threads: in
     if result.returncode != 0:
         raise BenchError(f"wrk failed (exit {result.returncode}): {result.stderr or result.stdout}")
     return result.stdout
+
+
+def postgres_url(stack) -> str:
+    """``$DATABASE_URL`` when set, else a throwaway PostgreSQL 15 that ``stack`` (an ExitStack) stops."""
+    database_url = os.environ.get("DATABASE_URL")
+    if database_url:
+        log("postgres: using $DATABASE_URL")
+        return database_url
+    pg = ThrowawayPostgres()
+    stack.callback(pg.stop)
+    log("postgres: starting a throwaway PostgreSQL 15")
+    return pg.start()

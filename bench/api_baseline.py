@@ -34,8 +34,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import _common
-from _common import (MASTHEAD, PYTHON, BenchError, Server, ThrowawayPostgres, app_env, gunicorn_extra_options,
-                     http_get, log, parse_wrk, run, run_wrk)
+from _common import (MASTHEAD, PYTHON, BenchError, Server, app_env, gunicorn_extra_options,
+                     http_get, log, parse_wrk, postgres_url, run, run_wrk)
 
 _common.PREFIX = "api_baseline"
 
@@ -142,16 +142,7 @@ def bench_database(db: str, args, wrk: str, gunicorn_extra: list[str], outer: Ex
     stack = outer.enter_context(ExitStack())
     workdir = Path(tempfile.mkdtemp(prefix=f"masthead-bench-{db}."))
     stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-    database_url = None
-    if db == "postgres":
-        database_url = os.environ.get("DATABASE_URL") or None
-        if database_url:
-            log("postgres: using $DATABASE_URL")
-        else:
-            pg = ThrowawayPostgres()
-            stack.callback(pg.stop)
-            log("postgres: starting a throwaway PostgreSQL 15")
-            database_url = pg.start()
+    database_url = postgres_url(stack) if db == "postgres" else None
     env = app_env(workdir / "var", database_url)
     log(f"{db}: migrating and seeding")
     email, token = prepare_database(env, seed)

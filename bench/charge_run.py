@@ -42,7 +42,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import _common
-from _common import ROOT, BenchError, ThrowawayPostgres, log
+from _common import ROOT, BenchError, log, postgres_url
 
 _common.PREFIX = "charge_run"
 GOAL = 3.5
@@ -209,14 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             "figures will be noisy")
     stack = ExitStack()
     try:
-        database_url = os.environ.get("DATABASE_URL")
-        if database_url:
-            log("using $DATABASE_URL")
-        else:
-            pg = ThrowawayPostgres()
-            stack.callback(pg.stop)
-            log("starting a throwaway PostgreSQL 15")
-            database_url = pg.start()
+        database_url = postgres_url(stack)
         var_dir = Path(tempfile.mkdtemp(prefix="masthead-bench-charge."))
         stack.callback(shutil.rmtree, var_dir, ignore_errors=True)
         setup_django(database_url, var_dir / "var", args.latency_ms)

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 import _common
-from _common import PYTHON, BenchError, ThrowawayPostgres, app_env, log, run
+from _common import PYTHON, BenchError, app_env, log, postgres_url, run
 
 _common.PREFIX = "status_sweep"
 
@@ -88,13 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    postgres = None
+    stack = ExitStack()
     try:
-        database_url = os.environ.get("DATABASE_URL")
-        if not database_url:
-            log("starting a throwaway PostgreSQL 15")
-            postgres = ThrowawayPostgres()
-            database_url = postgres.start()
+        database_url = postgres_url(stack)
         with tempfile.TemporaryDirectory(prefix="masthead-bench-") as tmp:
             env = app_env(Path(tmp) / "var", database_url)
             run([PYTHON, "-m", "masthead.cli", "manage", "migrate", "--no-input", "-v", "0"], env=env,
@@ -107,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"status_sweep: error: {exc}", file=sys.stderr)
         return 1
     finally:
-        if postgres is not None:
-            postgres.stop()
+        stack.close()
     due, idle = figures["due_seconds"], figures["idle_seconds"]
     transitions = figures["started"] + figures["ended"]
     print(f"status_sweep.due: {due:.2f} s for {transitions:,} transitions in {args.total:,} rows "

@@ -1,6 +1,6 @@
 """The one place Masthead reads the time (house rule 6). Tests move it with time-machine."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.utils import timezone
 
@@ -20,3 +20,10 @@ def rfc3339(value: datetime | None) -> str | None:
     if value is None:
         return None
     return timezone.localtime(value).replace(microsecond=0).isoformat()
+
+
+def from_db_utc(value: datetime | None) -> datetime | None:
+    """A datetime read with plain SQL: SQLite gives naive UTC values, PostgreSQL aware ones."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)

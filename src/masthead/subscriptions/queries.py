@@ -2,7 +2,7 @@
 
 import calendar
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from django.conf import settings
 from django.db import connection
@@ -252,11 +252,6 @@ class ReaderSubscription:
     access: list[str]
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive UTC datetimes from plain SQL; PostgreSQL aware ones.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def access_names(type_ids=None) -> dict[int, list[str]]:
     """Content-access names per subscription type id, in content-access order; one query.
     ``type_ids`` None: every type."""
@@ -290,7 +285,8 @@ def reader_subscriptions(user_id: int, *, ending_from: datetime | None = None) -
     result: dict[int, ReaderSubscription] = {}
     for i, start, end, type_id, code, name, label, access in rows:
         if i not in result:
-            result[i] = ReaderSubscription(id=i, start_time=_aware(start), end_time=_aware(end), type_id=type_id,
+            result[i] = ReaderSubscription(id=i, start_time=clock.from_db_utc(start),
+                                           end_time=clock.from_db_utc(end), type_id=type_id,
                                            code=code, name=name, label=label, access=[])
         if access is not None:
             result[i].access.append(access)

@@ -1,5 +1,5 @@
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.db import connection
 
@@ -56,11 +56,9 @@ def user_by_token_hash(token_hash: str, *, used_before: datetime) -> User | None
     if row is None:
         return None
     token_id, device_id, stale, pk, uid, email, first, last, public, locale, active, staff, superuser, confirmed = row
-    if confirmed is not None and confirmed.tzinfo is None:
-        confirmed = confirmed.replace(tzinfo=UTC)
     values = dict(zip(_TOKEN_USER_FIELDS, (
         pk, uid if isinstance(uid, uuid.UUID) else uuid.UUID(uid), email, first, last, public, locale, bool(active),
-        bool(staff), bool(superuser), confirmed), strict=True))
+        bool(staff), bool(superuser), clock.from_db_utc(confirmed)), strict=True))
     # from_db takes the values in the model's field order
     names = [f.attname for f in User._meta.concrete_fields if f.attname in values]
     user = User.from_db("default", names, [values[name] for name in names])
