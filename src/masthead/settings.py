@@ -202,6 +202,14 @@ FAKE_CARD_LATENCY_MS = int(os.environ.get("FAKE_CARD_LATENCY_MS", "0"))
 FAKE_CARD_DECLINES = os.environ.get("FAKE_CARD_DECLINES", "0002:fail_try:insufficient_funds,0069:fail_stop:expired_card,"
                                     "0119:error:gateway_unavailable,0077:pending:processing")
 
+# Family subscriptions: a new parent starting within this many days of the previous one's end renews
+# its children (R-FAM-22); whether a parent may activate a code of his own "copy" family type
+# (R-FAM-11); the abusive-users widget flags readers with more than N codes in D days (R-FAM-33).
+FAMILY_RENEWAL_GAP_DAYS = int(os.environ.get("FAMILY_RENEWAL_GAP_DAYS", "7"))
+FAMILY_ALLOW_SELF_ACTIVATION = os.environ.get("FAMILY_ALLOW_SELF_ACTIVATION", "1") not in ("0", "false", "no")
+FAMILY_ABUSE_THRESHOLD = int(os.environ.get("FAMILY_ABUSE_THRESHOLD", "10"))
+FAMILY_ABUSE_DAYS = int(os.environ.get("FAMILY_ABUSE_DAYS", "30"))
+
 SESSION_COOKIE_HTTPONLY = True
 # Flash messages can carry a new API token: keep them server-side, never in a cookie.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"

@@ -4,6 +4,7 @@ from django.utils.translation import gettext_lazy as _
 
 from masthead.core.api import api, unknown_api_call
 from masthead.core.api import router as core_router
+from masthead.family.api import router as family_router
 from masthead.payments.api import router as payments_router
 from masthead.subscriptions.api import router as subscriptions_router
 from masthead.users.api import router as users_router
@@ -17,6 +18,7 @@ if not getattr(api, "_masthead_routers", False):
     api.add_router("", users_router)
     api.add_router("", subscriptions_router)
     api.add_router("", payments_router)
+    api.add_router("", family_router)
     api._masthead_routers = True
 
 urlpatterns = [

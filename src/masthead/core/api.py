@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.http import Http404, HttpRequest, JsonResponse
 from django.http.multipartparser import MultiPartParserError
+from django.utils.translation import gettext as _
 from ninja import NinjaAPI, Router
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
@@ -40,6 +41,17 @@ class ApiError(Exception):
 
 def error(status: int, code: str, message: str, **extra) -> ApiError:
     return ApiError(status, {"status": "error", "code": code, "message": message, **extra})
+
+
+def api_user(request, *, with_status: bool):
+    """The reader behind the user token; REMP's "Cannot authorize user" when there is none."""
+    user = getattr(request, "api_user", None)
+    if user is None or not user.is_active:
+        body = {"message": _("Cannot authorize user")}
+        if with_status:
+            raise ApiError(403, {"status": "error", **body})
+        raise ApiError(403, {**body, "code": "cannot_authorize_user"})
+    return user
 
 
 def payload_error(errors: list[dict[str, str]]) -> ApiError:

@@ -8,7 +8,7 @@ from django.utils.translation import gettext as _
 from ninja import Router
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from masthead.core.api import FORM_TYPES, ApiError, request_data, route, validate
+from masthead.core.api import FORM_TYPES, ApiError, api_user, request_data, route, validate
 from masthead.core.clock import rfc3339
 from masthead.payments import services
 from masthead.payments.models import RecurrentPayment
@@ -37,17 +37,6 @@ def recurrent_payment_json(row: RecurrentPayment) -> dict:
         "state": row.state,
         "retries": row.retries,
     }
-
-
-def _api_user(request, *, with_status: bool):
-    """The reader behind the user token; REMP's "Cannot authorize user" when there is none."""
-    user = getattr(request, "api_user", None)
-    if user is None or not user.is_active:
-        body = {"message": _("Cannot authorize user")}
-        if with_status:
-            raise ApiError(403, {"status": "error", **body})
-        raise ApiError(403, {**body, "code": "cannot_authorize_user"})
-    return user
 
 
 def _parse_chargeable_from(value: str) -> datetime:
@@ -79,7 +68,7 @@ LIST_PARAMETERS = [
        response={200: list, 400: dict, 403: dict}, openapi_extra={"parameters": LIST_PARAMETERS},
        summary="The reader's recurrent payments (optionally by state and charge time)")
 def list_recurrent_payments(request):
-    user = _api_user(request, with_status=True)
+    user = api_user(request, with_status=True)
     states = request.GET.getlist("states[]") + request.GET.getlist("states")
     invalid = [state for state in states if state not in RP.STATE_CODES]
     if invalid:
@@ -98,7 +87,7 @@ def list_recurrent_payments(request):
 
 def _requested_row(request) -> RecurrentPayment:
     """Auth, body and ownership checks shared by stop and reactivate (R-REC-23/24), in REMP's order."""
-    user = _api_user(request, with_status=False)
+    user = api_user(request, with_status=False)
     data = request_data(request)
     if (request.content_type or "").lower() in FORM_TYPES and isinstance(data.get("id"), str) \
             and data["id"].isdigit():

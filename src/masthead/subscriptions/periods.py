@@ -30,7 +30,6 @@ class TypeSpec:
     fixed_start: datetime | None = None
     fixed_end: datetime | None = None
     content_access: frozenset[str] = frozenset()
-    is_family: bool = False
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class Existing:
     start: datetime
     end: datetime
     content_access: frozenset[str] = frozenset()
-    is_family: bool = False
+    is_family: bool = False  # a family parent or child type (extend_family, R-EXT-7)
 
     @property
     def is_mobile(self) -> bool:

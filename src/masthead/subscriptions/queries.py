@@ -38,16 +38,22 @@ def type_spec(subscription_type: SubscriptionType) -> periods.TypeSpec:
     )
 
 
+#: callables giving the ids of family (parent and child) types; the family app registers one
+FAMILY_TYPE_PROVIDERS: list = []
+
+
 def existing_periods(user) -> list[periods.Existing]:
-    """The user's subscriptions as the date math sees them (one query for rows, one for access)."""
+    """The user's subscriptions as the date math sees them (one query for rows, one for access,
+    one per family-type provider)."""
     rows = list(Subscription.objects.filter(user=user).values_list("subscription_type_id", "start_time", "end_time"))
     access: dict[int, set[str]] = {}
     type_ids = {r[0] for r in rows}
     for type_id, name in SubscriptionType.content_access.through.objects.filter(
             subscriptiontype_id__in=type_ids).values_list("subscriptiontype_id", "contentaccess__name"):
         access.setdefault(type_id, set()).add(name)
-    return [periods.Existing(type_id=t, start=s, end=e, content_access=frozenset(access.get(t, ())))
-            for t, s, e in rows]
+    family = set().union(*(provider() for provider in FAMILY_TYPE_PROVIDERS)) if rows else set()
+    return [periods.Existing(type_id=t, start=s, end=e, content_access=frozenset(access.get(t, ())),
+                             is_family=t in family) for t, s, e in rows]
 
 
 # --- admin and customer-zone read side ---------------------------------------------------------

@@ -137,11 +137,12 @@ def _relink(subscription: Subscription, *, start_changed: bool, end_changed: boo
 
 
 @transaction.atomic
-def stop_subscription(*, subscription: Subscription, by_admin: bool = False) -> Subscription:
-    """End now (or at the start if it has not started), then close the gap it leaves (R-SUB-9/10)."""
-    now = clock.now()
+def stop_subscription(*, subscription: Subscription, by_admin: bool = False,
+                      at: datetime | None = None) -> Subscription:
+    """End now (or at ``at``, or at the start if it has not started by then), then close the gap it
+    leaves (R-SUB-9/10). Never lengthens."""
     original_end = subscription.end_time
-    new_end = max(subscription.start_time, min(now, original_end))
+    new_end = max(subscription.start_time, min(_seconds(at) if at else clock.now(), original_end))
     if new_end == original_end:
         return subscription
     if by_admin:
