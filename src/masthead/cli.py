@@ -175,6 +175,25 @@ def catalog_load(args) -> int:
     return 0
 
 
+def family_generate(args) -> int:
+    """R-FAM-5: bring a parent subscription's codes up to its target."""
+    _django()
+    from masthead.family import services
+    from masthead.subscriptions.models import Subscription
+
+    parent = Subscription.objects.filter(pk=args.subscription_id).first()
+    if parent is None:
+        return _fail(f"subscription {args.subscription_id} not found")
+    try:
+        created = services.generate_requests(parent=parent)
+    except services.FamilyError as exc:
+        return _fail(exc.message)
+    except services.FamilyConfigError as exc:
+        return _fail(f"cannot work out the codes: {exc}")
+    print(f"subscription {parent.pk}: {len(created)} new codes")
+    return 0
+
+
 def manage(args) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "masthead.settings")
     from django.core.management import execute_from_command_line
@@ -231,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = catalog_sub.add_parser("load", help="create or update the catalog of FILE, all or nothing")
     p.add_argument("file", metavar="FILE.yaml")
     p.set_defaults(func=catalog_load)
+
+    p = sub.add_parser("family", help="family and company subscriptions")
+    family_sub = p.add_subparsers(dest="action", required=True)
+    p = family_sub.add_parser("generate", help="generate the missing codes of a parent subscription")
+    p.add_argument("--subscription-id", type=int, required=True, help="the parent subscription's id")
+    p.set_defaults(func=family_generate)
 
     p = sub.add_parser("manage", help="run any Django management command", add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)
