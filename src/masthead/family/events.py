@@ -18,6 +18,7 @@ class FamilyRequestAccepted(Event):
     slave_user_id: int
     slave_subscription_id: int
     subscription_type_id: int
+    renewal: bool = False  # carried over from the previous parent by a renewal (R-FAM-22)
 
 
 @dataclass(frozen=True, kw_only=True)

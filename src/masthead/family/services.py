@@ -7,6 +7,7 @@ import logging
 import secrets
 import string
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -87,14 +88,6 @@ def _payment_of(parent: Subscription, payment: Payment | None = None) -> Payment
     if payment is not None:
         return payment
     return Payment.objects.filter(subscription=parent).order_by("pk").first()
-
-
-def donation_method(parent: Subscription, ftype: FamilySubscriptionType | None) -> str | None:
-    """``copy`` or ``fixed_days`` from the type row, else the parent's meta (``copy``, ``days``,
-    ``fixed``), else None."""
-    if ftype is not None:
-        return ftype.donation_method
-    return _meta(parent).get("family_subscription_type")
 
 
 # --- generation (R-FAM-5..10) -----------------------------------------------------------------------
@@ -189,76 +182,99 @@ def generate_requests(*, parent: Subscription, payment: Payment | None = None) -
 # --- activation (R-FAM-11/12) ------------------------------------------------------------------------
 
 
-def _is_paid(parent: Subscription, ftype: FamilySubscriptionType | None, method: str, child_type: SubscriptionType,
-             parent_meta: dict[str, str]) -> bool:
-    type_meta = dict(child_type.meta.values_list("key", "value"))
-    if ftype is not None:
-        override = type_meta.get("family_subscription_type_is_paid")
-        return ftype.is_paid if override is None else override.strip().lower() in ("1", "true", "yes")
-    if method == "fixed" and "is_paid" in type_meta:
-        return type_meta["is_paid"].strip().lower() in ("1", "true", "yes")
-    return bool(parent.is_paid)
+@dataclass
+class ParentContext:
+    """What activations on one parent share: its family type, meta and donation method (read once,
+    so a renewal of 1,000 children reads them once)."""
+
+    subscription: Subscription
+    ftype: FamilySubscriptionType | None
+    meta: dict[str, str]
+    method: str | None
+    paid: dict[int, bool] = field(default_factory=dict)  # child type id → is_paid
+
+    @classmethod
+    def of(cls, parent: Subscription) -> ParentContext:
+        ftype = family_type(parent.subscription_type_id)
+        meta = _meta(parent)
+        return cls(parent, ftype, meta, ftype.donation_method if ftype else meta.get("family_subscription_type"))
+
+    def is_paid(self, child_type: SubscriptionType) -> bool:
+        """R-FAM-12: the family type's flag, overridden by the child type's meta; meta-driven parents
+        pass on their own (``fixed``: the child type's ``is_paid`` meta first)."""
+        if child_type.pk not in self.paid:
+            type_meta = dict(child_type.meta.values_list("key", "value"))
+            if self.ftype is not None:
+                override = type_meta.get("family_subscription_type_is_paid")
+                paid = self.ftype.is_paid if override is None else _truthy(override)
+            elif self.method == "fixed" and "is_paid" in type_meta:
+                paid = _truthy(type_meta["is_paid"])
+            else:
+                paid = bool(self.subscription.is_paid)
+            self.paid[child_type.pk] = paid
+        return self.paid[child_type.pk]
+
+    def child_period(self, user: User, child_type: SubscriptionType, now: datetime) -> tuple[datetime, datetime]:
+        """The child's start and end by donation method (R-FAM-12); anything else is R-FAM-17's ``internal``."""
+        parent, ftype, meta = self.subscription, self.ftype, self.meta
+        if self.method == FamilySubscriptionType.COPY:
+            return parent.start_time, parent.end_time
+        if self.method == FamilySubscriptionType.FIXED_DAYS and ftype is not None:
+            end = periods.add_days(now, ftype.days or child_type.length)
+            return now, end if ftype.past_parent_end else min(end, parent.end_time)
+        if self.method == "days" and ftype is None and meta.get("family_subscription_days", "").isdigit():
+            start = periods.resolve(subscription_type=subscription_queries.type_spec(child_type),
+                                    existing=subscription_queries.existing_periods(user), now=now).start
+            return start, periods.add_days(start, int(meta["family_subscription_days"]))
+        if self.method == "fixed" and ftype is None:
+            end = parse_datetime(meta.get("family_subscription_fixed_expiration", "")) or child_type.fixed_end
+            if end is not None:
+                return now, max(now, end)
+        raise _internal()
 
 
-def _child_period(user: User, parent: Subscription, ftype: FamilySubscriptionType | None, method: str | None,
-                  child_type: SubscriptionType, parent_meta: dict[str, str], now: datetime
-                  ) -> tuple[datetime, datetime]:
-    """The child's start and end by donation method (R-FAM-12); anything else is R-FAM-17's ``internal``."""
-    if method == FamilySubscriptionType.COPY:
-        return parent.start_time, parent.end_time
-    if method == FamilySubscriptionType.FIXED_DAYS and ftype is not None:
-        end = periods.add_days(now, ftype.days or child_type.length)
-        return now, end if ftype.past_parent_end else min(end, parent.end_time)
-    if method == "days" and ftype is None and parent_meta.get("family_subscription_days", "").isdigit():
-        start = periods.resolve(subscription_type=subscription_queries.type_spec(child_type),
-                                existing=subscription_queries.existing_periods(user), now=now).start
-        return start, periods.add_days(start, int(parent_meta["family_subscription_days"]))
-    if method == "fixed" and ftype is None:
-        end = parse_datetime(parent_meta.get("family_subscription_fixed_expiration", "")) or child_type.fixed_end
-        if end is not None:
-            return now, max(now, end)
-    raise _internal()
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes")
 
 
-def _connect(user: User, request: FamilyRequest, *, by_admin: bool = False, address=None) -> FamilyRequest:
+def _connect(user: User, request: FamilyRequest, *, by_admin: bool = False, address=None,
+             parent: ParentContext | None = None, renewal: bool = False) -> FamilyRequest:
     """R-FAM-11 on a request locked by the caller: every check in order, then the child subscription."""
-    parent = request.master_subscription
-    ftype = family_type(parent.subscription_type_id)
-    parent_meta = _meta(parent)
-    method = donation_method(parent, ftype)
+    parent = parent or ParentContext.of(request.master_subscription)
+    method = parent.method
     if not user.is_active:
         raise FamilyError("family_request_user_inactive",
                           _("User [%(email)s] is not active") % {"email": user.email}, 403)
     if not by_admin:
         if method == FamilySubscriptionType.COPY and R.objects.filter(
-                master_subscription=parent, slave_user=user, subscription_type_id=request.subscription_type_id,
-                status=R.ACCEPTED).exists():
+                master_subscription=parent.subscription, slave_user=user,
+                subscription_type_id=request.subscription_type_id, status=R.ACCEPTED).exists():
             raise FamilyError("family_request_one_per_user",
                               _("User [%(email)s] already used company code from this company subscription.")
                               % {"email": user.email})
         self_forbidden = method != FamilySubscriptionType.COPY or not settings.FAMILY_ALLOW_SELF_ACTIVATION
-        if user.pk == parent.user_id and self_forbidden:
+        if user.pk == parent.subscription.user_id and self_forbidden:
             raise FamilyError("family_request_self_use_forbidden",
                               _("Cannot activate family request code [%(code)s] on parent's account")
                               % {"code": request.code})
     now = clock.now()
-    if parent.end_time <= now or (request.expires_at is not None and request.expires_at <= now):
+    if parent.subscription.end_time <= now or (request.expires_at is not None and request.expires_at <= now):
         raise FamilyError("family_request_expired", _("Family request code [%(code)s] expired") % {"code": request.code})
     if request.status != R.CREATED:
         raise FamilyError("family_request_wrong_status",
                           _("Family request code [%(code)s] has wrong status: %(status)s")
                           % {"code": request.code, "status": request.status}, 409)
     child_type = request.subscription_type
-    start, end = _child_period(user, parent, ftype, method, child_type, parent_meta, now)
+    start, end = parent.child_period(user, child_type, now)
     child = subscription_services.create_subscription(
-        user=user, subscription_type=child_type, type="family",
-        is_paid=_is_paid(parent, ftype, method, child_type, parent_meta), is_recurrent=False,
-        start=start, end=end, address=address)
+        user=user, subscription_type=child_type, type="family", is_paid=parent.is_paid(child_type),
+        is_recurrent=False, start=start, end=end, address=address)
     request.status, request.slave_user, request.slave_subscription = R.ACCEPTED, user, child
     request.accepted_at = request.updated_at = now
     request.save(update_fields=["status", "slave_user", "slave_subscription", "accepted_at", "updated_at", "note"])
-    emit(events.FamilyRequestAccepted(request_id=request.pk, master_subscription_id=parent.pk, slave_user_id=user.pk,
-                                      slave_subscription_id=child.pk, subscription_type_id=request.subscription_type_id))
+    emit(events.FamilyRequestAccepted(request_id=request.pk, master_subscription_id=parent.subscription.pk,
+                                      slave_user_id=user.pk, slave_subscription_id=child.pk,
+                                      subscription_type_id=request.subscription_type_id, renewal=renewal))
     return request
 
 
@@ -423,13 +439,15 @@ def renew_children(*, parent: Subscription, payment: Payment | None) -> int:
         return 0
     SubscriptionMeta.objects.update_or_create(subscription=previous, key=NEXT_PARENT_META,
                                               defaults={"value": str(parent.pk)})
+    context = ParentContext.of(parent)
     try:
         with transaction.atomic():
             for old in accepted:
                 new = free[old.subscription_type_id].pop(0)
                 new.note = old.note
                 address = old.slave_subscription.address if old.slave_subscription else None
-                _connect(old.slave_user, new, address=address)
+                # by_admin: a reader staff gave two seats keeps both; the new parent has no next yet
+                _connect(old.slave_user, new, address=address, parent=context, by_admin=True, renewal=True)
     except FamilyError as exc:
         logger.warning("family renewal %s → %s aborted: %s", previous.pk, parent.pk, exc.code)
         return 0
@@ -462,7 +480,7 @@ def on_subscription_updated(event: subscription_events.SubscriptionUpdated) -> N
     if not seats:
         return
     parent = Subscription.objects.get(pk=event.subscription_id)
-    if donation_method(parent, family_type(parent.subscription_type_id)) != FamilySubscriptionType.COPY:
+    if ParentContext.of(parent).method != FamilySubscriptionType.COPY:
         return
     for seat in seats:
         child = seat.slave_subscription
@@ -489,7 +507,9 @@ def on_subscription_shortened(event: subscription_events.SubscriptionShortened) 
 
 def on_request_accepted(event: events.FamilyRequestAccepted) -> None:
     """R-FAM-21: the child also takes a seat on the parent's renewal. R-FAM-10: on-demand parents get
-    their next code."""
+    their next code. A seat carried over by a renewal needs neither: its parent is brand new."""
+    if event.renewal:
+        return
     accepted = R.objects.select_related("master_subscription", "slave_user").get(pk=event.request_id)
     parent = accepted.master_subscription
     if "on_demand_family_requests" in _meta(parent):

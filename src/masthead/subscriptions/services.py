@@ -70,9 +70,11 @@ def create_subscription(*, user: User, subscription_type: SubscriptionType, type
     if enforce_limit and limit_reached(user=user, subscription_type=subscription_type):
         raise SubscriptionError("limit_reached", _("Limit per user reached"))
     now = clock.now()
-    period = periods.resolve(subscription_type=queries.type_spec(subscription_type),
-                             existing=queries.existing_periods(user), now=now,
-                             start=_seconds(start), end=_seconds(end))
+    # the reader's timeline matters only to an extension method, i.e. when no start is given
+    spec = queries.type_spec(subscription_type)
+    needs_timeline = start is None and spec.fixed_start is None
+    period = periods.resolve(subscription_type=spec, existing=queries.existing_periods(user) if needs_timeline else (),
+                             now=now, start=_seconds(start), end=_seconds(end))
     start_time, end_time = _seconds(period.start), _seconds(period.end)  # R-GEN-4, also for fixed dates
     subscription = Subscription.objects.create(
         user=user, subscription_type=subscription_type, type=type, is_paid=is_paid, is_recurrent=is_recurrent,
