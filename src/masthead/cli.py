@@ -40,6 +40,7 @@ def prepare(*, demo: bool) -> None:
         demo_purchase()
         print(f"Demo data loaded ({report.summary()}).")
         print("Demo reader: reader@example.com / reader-demo-1 (a monthly web subscription paid by card, renewing)")
+        print("Demo family: family@example.com / family-demo-1 (a family subscription with 5 codes to share)")
     email = os.environ.get("MASTHEAD_ADMIN_EMAIL") or "admin@example.com"
     if services.find_user_by_email(email) is None:
         password = os.environ.get("MASTHEAD_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
@@ -52,7 +53,8 @@ def prepare(*, demo: bool) -> None:
 
 def demo_purchase() -> None:
     """The demo reader buys the monthly web subscription with the card simulator: a paid payment,
-    its subscription and a recurring profile, made the way a real purchase makes them."""
+    its subscription and a recurring profile, made the way a real purchase makes them. The demo
+    family buys a family year once: its subscription comes with five codes to share."""
     from masthead.payments import services as payments
     from masthead.subscriptions.models import SubscriptionType
     from masthead.users import services as users
@@ -61,6 +63,9 @@ def demo_purchase() -> None:
     subscription_type = SubscriptionType.objects.get(code="web_month")
     payment = payments.create_payment(user=reader, gateway="fake_card", subscription_type=subscription_type)
     payments.confirm(payment=payment, cid="card_4242424242424242")
+    family = users.find_user_by_email("family@example.com")
+    payments.confirm(payment=payments.create_payment(
+        user=family, gateway="fake_card", subscription_type=SubscriptionType.objects.get(code="family_year")))
 
 
 def serve(args) -> int:

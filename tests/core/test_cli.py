@@ -86,6 +86,9 @@ def test_prepare_loads_demo_and_creates_admin_once(capsys, monkeypatch):
     assert list(Payment.objects.filter(user=reader).values_list("status", "subscription_id")) == [
         ("paid", subscription.pk)]
     assert RecurrentPayment.objects.get(user=reader).state == "active"
+    family = User.objects.get(email="family@example.com").subscriptions.get()
+    assert family.subscription_type.code == "family_year"
+    assert list(family.family_requests.values_list("status", flat=True)) == ["created"] * 5
     users = User.objects.count()
     prepare(demo=True)
     assert "existing account, password unchanged" in capsys.readouterr().out
