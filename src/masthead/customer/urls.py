@@ -12,6 +12,8 @@ urlpatterns = [
     path("recurring/", views.recurring, name="recurring"),
     path("recurring/<int:pk>/stop/", views.recurring_stop, name="recurring_stop"),
     path("recurring/<int:pk>/reactivate/", views.recurring_reactivate, name="recurring_reactivate"),
+    path("family/activate/<str:code>/", views.family_activate, name="family_activate"),
+    path("family/revoke/<str:code>/", views.family_revoke, name="family_revoke"),
     path("login/", auth_views.LoginView.as_view(template_name="customer/login.html",
                                                 redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
