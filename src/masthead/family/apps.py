@@ -25,3 +25,14 @@ class FamilyConfig(AppConfig):
         subscribe(subscription_events.SubscriptionShortened, services.on_subscription_shortened)
         subscribe(events.FamilyRequestAccepted, services.on_request_accepted)
         subscribe(events.FamilyRequestCanceled, services.on_request_canceled)
+
+        # the widget contexts live with the admin
+        from masthead.core import widgets
+        from masthead.family import admin as family_admin
+
+        widgets.register("admin.dashboard", "family.counts", template="family/widgets/counts.html",
+                         context=family_admin.dashboard_context, priority=30)
+        widgets.register("admin.dashboard", "family.abusive", template="family/widgets/abusive.html",
+                         context=family_admin.abusive_context, priority=31)
+        widgets.register("admin.user.detail", "family.user", template="family/widgets/user_family.html",
+                         context=family_admin.user_context, priority=150)

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from masthead.core import clock
 from masthead.core.events import emit
@@ -359,8 +360,9 @@ def set_seats(*, parent: Subscription, seats: int) -> int:
     Subscription.objects.select_for_update().filter(pk=parent.pk).values_list("pk").get()
     in_use = R.objects.filter(master_subscription=parent, status=R.ACCEPTED).count()
     if seats < in_use:
-        raise FamilyError("family_seats_in_use", _("%(in_use)s seats are in use: the count cannot go below that.")
-                          % {"in_use": in_use})
+        raise FamilyError("family_seats_in_use", ngettext(
+            "%(in_use)s seat is in use: the count cannot go below that.",
+            "%(in_use)s seats are in use: the count cannot go below that.", in_use) % {"in_use": in_use})
     unused = list(R.objects.filter(master_subscription=parent, status=R.CREATED).order_by("-pk")
                   .values_list("pk", flat=True))
     usable = in_use + len(unused)
@@ -374,9 +376,10 @@ def set_seats(*, parent: Subscription, seats: int) -> int:
 
 @transaction.atomic
 def set_note(*, request: FamilyRequest, note: str) -> None:
-    """R-FAM-23: the note follows the seat down the parent's chain."""
+    """R-FAM-23: the note (cut to 255 characters) follows the seat down the parent's chain. Like a
+    release, it leaves ``updated_at`` alone (R-FAM-4: only an activation moves it)."""
     note = note[:255]
-    R.objects.filter(pk=request.pk).update(note=note, updated_at=clock.now())
+    R.objects.filter(pk=request.pk).update(note=note)
     nxt = next_parent(request.master_subscription)
     if nxt is None:
         return
