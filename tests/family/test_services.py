@@ -513,3 +513,14 @@ def test_extend_family_appends_after_the_running_family_subscription(parent, mak
     assert after.start_time == parent.end_time
     fresh = subscription_services.create_subscription(user=make_user(), subscription_type=parent_type)
     assert fresh.start_time == NOW
+
+
+def test_renewal_leaves_out_a_reader_no_longer_active(parent, make_user, parent_type):
+    kept, gone = make_user(), make_user()
+    for reader in (kept, gone):
+        services.activate(user=reader, code=first_code(parent))
+    gone.is_active = False
+    gone.save(update_fields=["is_active"])
+    renewal = buy(parent.user, parent_type).subscription
+    assert list(codes(renewal, R.ACCEPTED).values_list("slave_user_id", flat=True)) == [kept.pk]
+    assert codes(renewal, R.CREATED).count() == 4

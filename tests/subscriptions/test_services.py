@@ -660,3 +660,30 @@ def test_unknown_method_is_refused(access, field):
                                         content_access=["web"], items=[])
     assert error.value.code == "unknown_method"
     assert not SubscriptionType.objects.exists()
+
+
+def test_create_subscriptions_matches_create_subscription(frozen, make_user, make_type, recorded):
+    """A batch placement writes what one create_subscription per reader with the same dates writes:
+    fields, status, the R-SUB-8 link from a subscription ending at the start, and the events."""
+    t = make_type("t")
+    one, other = make_user(), make_user()
+    start, end = NOW + timedelta(days=30), NOW + timedelta(days=60)
+    leading = [services.create_subscription(user=u, subscription_type=t) for u in (one, other)]
+    single = services.create_subscription(user=one, subscription_type=t, start=start, end=end, type="family",
+                                          is_paid=True)
+    recorded.clear()
+    Subscription.objects.filter(pk=leading[0].pk).update(next_subscription=None)
+    Subscription.objects.filter(pk=single.pk).delete()
+    batch = services.create_subscriptions(subscription_type=t, placements=[
+        services.Placement(user=one, start=start, end=end, is_paid=True, type="family"),
+        services.Placement(user=other, start=NOW - timedelta(days=1), end=NOW + timedelta(days=1))])
+    fields = ("user_id", "subscription_type_id", "type", "is_paid", "is_recurrent", "start_time", "end_time",
+              "length", "internal_status", "note")
+    assert [getattr(batch[0], f) for f in fields] == [getattr(single, f) for f in fields]
+    assert (batch[1].internal_status, batch[1].is_paid) == ("active", False)
+    assert Subscription.objects.get(pk=leading[0].pk).next_subscription_id == batch[0].pk
+    assert Subscription.objects.get(pk=leading[1].pk).next_subscription_id is None
+    assert [(type(e).__name__, e.subscription_id) for e in recorded] == [
+        ("SubscriptionCreated", batch[0].pk), ("SubscriptionCreated", batch[1].pk),
+        ("SubscriptionStarted", batch[1].pk)]
+    assert services.create_subscriptions(subscription_type=t, placements=[]) == []

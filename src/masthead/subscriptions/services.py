@@ -7,6 +7,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Subquery
 from django.utils.translation import gettext as _
 
 from masthead.core import clock
@@ -89,6 +90,51 @@ def create_subscription(*, user: User, subscription_type: SubscriptionType, type
                                     subscription_type_id=subscription_type.pk, payment_id=payment_id))
     _emit_status_change(subscription, None)
     return subscription
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One subscription of :func:`create_subscriptions`: a reader and fixed dates."""
+
+    user: User
+    start: datetime
+    end: datetime
+    is_paid: bool | None = False
+    type: str = "regular"
+    address: object = None
+    note: str = ""
+
+
+@transaction.atomic
+def create_subscriptions(*, subscription_type: SubscriptionType, placements: list[Placement]) -> list[Subscription]:
+    """Many subscriptions of one type at given dates (a family renewal): what create_subscription
+    does with a start and an end for each, in a fixed number of statements, then each one's events."""
+    if not placements:
+        return []
+    user_ids = sorted({p.user.pk for p in placements})
+    list(User.objects.select_for_update().filter(pk__in=user_ids).order_by("pk").values_list("pk", flat=True))
+    now = clock.now()
+    rows = []
+    for p in placements:
+        start = _seconds(p.start)
+        end = max(_seconds(p.end), start)
+        rows.append(Subscription(
+            user=p.user, subscription_type=subscription_type, type=p.type, is_paid=p.is_paid, is_recurrent=False,
+            start_time=start, end_time=end, length=subscription_type.length, note=p.note[:255], address=p.address,
+            internal_status=status_at(start, end, now)))
+    created = Subscription.objects.bulk_create(rows)
+    new_ids = [s.pk for s in created]
+    starts = {s.start_time for s in created if s.start_time > now}
+    if starts:  # R-SUB-8, as create_subscription: earlier ones ending where a new one starts lead to it
+        following = (Subscription.objects.filter(pk__in=new_ids, user_id=OuterRef("user_id"),
+                                                 start_time=OuterRef("end_time")).order_by("pk").values("pk")[:1])
+        (Subscription.objects.filter(user_id__in=user_ids, end_time__in=starts).exclude(pk__in=new_ids)
+         .filter(Exists(following)).update(next_subscription=Subquery(following)))
+    for subscription in created:
+        emit(events.SubscriptionCreated(subscription_id=subscription.pk, user_id=subscription.user_id,
+                                        subscription_type_id=subscription_type.pk))
+        _emit_status_change(subscription, None)
+    return created
 
 
 UPDATABLE = ("subscription_type", "type", "is_paid", "start_time", "end_time", "note", "address")
