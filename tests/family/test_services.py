@@ -524,3 +524,14 @@ def test_renewal_leaves_out_a_reader_no_longer_active(parent, make_user, parent_
     renewal = buy(parent.user, parent_type).subscription
     assert list(codes(renewal, R.ACCEPTED).values_list("slave_user_id", flat=True)) == [kept.pk]
     assert codes(renewal, R.CREATED).count() == 4
+
+
+def test_a_second_parent_bought_in_advance_does_not_take_the_children_again(parent, make_user, parent_type):
+    """R-FAM-22: extend_actual puts two advance purchases on the same start; the first renews."""
+    services.activate(user=make_user(), code=first_code(parent))
+    first = buy(parent.user, parent_type).subscription
+    second = buy(parent.user, parent_type).subscription
+    assert first.start_time == second.start_time == parent.end_time
+    assert codes(first, R.ACCEPTED).count() == 1
+    assert codes(second, R.ACCEPTED).count() == 0
+    assert SubscriptionMeta.objects.get(subscription=parent, key="next_family_subscription_id").value == str(first.pk)

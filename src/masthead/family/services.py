@@ -408,16 +408,19 @@ def next_parent(parent: Subscription) -> Subscription | None:
 
 def previous_parent(parent: Subscription, payment: Payment | None) -> Subscription | None:
     """R-FAM-22 step 1: through the recurrent chain, else the one master subscription of the reader
-    that ended within the gap before this one starts."""
+    that ended within the gap before this one starts and has not been renewed yet (a second parent
+    bought in advance, which lands on the same start, does not take the children again)."""
     if payment is not None:
         row = (RecurrentPayment.objects.select_related("parent_payment").filter(payment=payment)
                .exclude(parent_payment__subscription__isnull=True).first())
         if row is not None and row.parent_payment.subscription_id != parent.pk:
             return row.parent_payment.subscription
     gap = timedelta(days=settings.FAMILY_RENEWAL_GAP_DAYS)
+    renewed = SubscriptionMeta.objects.filter(key=NEXT_PARENT_META).values("subscription_id")
     candidates = list(Subscription.objects.filter(
         user_id=parent.user_id, subscription_type__family_master__isnull=False,
-        end_time__gte=parent.start_time - gap, end_time__lte=parent.start_time).exclude(pk=parent.pk)[:2])
+        end_time__gte=parent.start_time - gap, end_time__lte=parent.start_time)
+        .exclude(pk=parent.pk).exclude(pk__in=renewed)[:2])  # a parent is renewed once
     return candidates[0] if len(candidates) == 1 else None
 
 
