@@ -199,6 +199,24 @@ def family_generate(args) -> int:
     return 0
 
 
+def sms_dispatch(args) -> int:
+    """Run the SMS dispatcher in the foreground: once, or in a loop (what a worker's task does)."""
+    _django()
+    import time
+
+    from masthead.messaging import dispatcher
+
+    while True:
+        result = dispatcher.run(budget_seconds=args.seconds)
+        if result.claimed or result.reports or args.once:
+            print(f"claimed {result.claimed} {result.outcomes} reports {result.reports} reclaimed {result.reclaimed}"
+                  + (" (another dispatcher holds the lease)" if result.skipped else ""), flush=True)
+        if args.once:
+            return 0
+        if not result.claimed:
+            time.sleep(args.idle)
+
+
 def manage(args) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "masthead.settings")
     from django.core.management import execute_from_command_line
@@ -261,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = family_sub.add_parser("generate", help="generate the missing codes of a parent subscription")
     p.add_argument("--subscription-id", type=int, required=True, help="the parent subscription's id")
     p.set_defaults(func=family_generate)
+
+    p = sub.add_parser("sms", help="SMS messaging")
+    sms_sub = p.add_subparsers(dest="action", required=True)
+    p = sms_sub.add_parser("dispatch", help="send due SMS now (in a loop unless --once)")
+    p.add_argument("--once", action="store_true", help="one run, then exit")
+    p.add_argument("--seconds", type=float, default=None, help="time budget of one run (default SMS_DISPATCH_SECONDS)")
+    p.add_argument("--idle", type=float, default=1.0, help="seconds to wait when nothing was due")
+    p.set_defaults(func=sms_dispatch)
 
     p = sub.add_parser("manage", help="run any Django management command", add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)

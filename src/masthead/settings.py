@@ -210,6 +210,37 @@ FAMILY_ALLOW_SELF_ACTIVATION = os.environ.get("FAMILY_ALLOW_SELF_ACTIVATION", "1
 FAMILY_ABUSE_THRESHOLD = int(os.environ.get("FAMILY_ABUSE_THRESHOLD", "10"))
 FAMILY_ABUSE_DAYS = int(os.environ.get("FAMILY_ABUSE_DAYS", "30"))
 
+# SMS messaging. SMS_GATEWAY: simulated (default), kannel or http. The dispatcher sends up to
+# SMS_CONCURRENCY requests at once, at most SMS_RATE_PER_SECOND per gateway; transient failures
+# retry after SMS_RETRY_DELAYS (ISO 8601 durations) and then fail; a message left "sending" by a
+# killed worker is reclaimed after SMS_LEASE_SECONDS. Non-urgent notifications wait out the quiet
+# hours (local time). Webhooks authenticate with SMS_WEBHOOK_SECRET (URL ?secret= or X-Webhook-Secret).
+SMS_GATEWAY = os.environ.get("SMS_GATEWAY", "simulated")
+SMS_SENDER = os.environ.get("SMS_SENDER", "Masthead")
+SMS_CONCURRENCY = int(os.environ.get("SMS_CONCURRENCY", "16"))
+SMS_RATE_PER_SECOND = float(os.environ.get("SMS_RATE_PER_SECOND", "200"))
+SMS_BATCH_SIZE = int(os.environ.get("SMS_BATCH_SIZE", "200"))
+SMS_RETRY_DELAYS = os.environ.get("SMS_RETRY_DELAYS", "PT1M, PT5M, PT15M, PT1H")
+SMS_LEASE_SECONDS = int(os.environ.get("SMS_LEASE_SECONDS", "120"))
+SMS_DISPATCHER_LEASE_SECONDS = int(os.environ.get("SMS_DISPATCHER_LEASE_SECONDS", "30"))
+SMS_VALIDITY_HOURS = int(os.environ.get("SMS_VALIDITY_HOURS", "48"))
+SMS_QUIET_HOURS = os.environ.get("SMS_QUIET_HOURS", "21:00-08:00")
+SMS_REPLY_WINDOW_HOURS = int(os.environ.get("SMS_REPLY_WINDOW_HOURS", "72"))
+SMS_WEBHOOK_SECRET = os.environ.get("SMS_WEBHOOK_SECRET", "change-me-sms-webhook")
+SMS_PUBLIC_URL = os.environ.get("SMS_PUBLIC_URL", "http://127.0.0.1:8000")  # how gateways reach our webhooks
+SMS_DISPATCH_SECONDS = int(os.environ.get("SMS_DISPATCH_SECONDS", "50"))  # one dispatcher run's time budget
+SMS_SIMULATED_DELIVERY_SECONDS = int(os.environ.get("SMS_SIMULATED_DELIVERY_SECONDS", "0"))
+SMS_SIMULATED_REJECT = os.environ.get("SMS_SIMULATED_REJECT", r"^\+999")
+SMS_SIMULATED_TRANSIENT = os.environ.get("SMS_SIMULATED_TRANSIENT", r"^\+998")
+SMS_SIMULATED_FAIL = os.environ.get("SMS_SIMULATED_FAIL", r"^\+997")
+KANNEL_SENDSMS_URL = os.environ.get("KANNEL_SENDSMS_URL", "http://127.0.0.1:13913/cgi-bin/sendsms")
+KANNEL_USERNAME = os.environ.get("KANNEL_USERNAME", "crm")
+KANNEL_PASSWORD = os.environ.get("KANNEL_PASSWORD", "secret")
+KANNEL_TIMEOUT_SECONDS = float(os.environ.get("KANNEL_TIMEOUT_SECONDS", "10"))
+SMS_HTTP_URL = os.environ.get("SMS_HTTP_URL", "")
+SMS_HTTP_TOKEN = os.environ.get("SMS_HTTP_TOKEN", "")
+SMS_HTTP_TIMEOUT_SECONDS = float(os.environ.get("SMS_HTTP_TIMEOUT_SECONDS", "10"))
+
 SESSION_COOKIE_HTTPONLY = True
 # Flash messages can carry a new API token: keep them server-side, never in a cookie.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"

@@ -1,0 +1,51 @@
+"""The port every SMS gateway adapter implements.
+
+``send`` hands one message to the gateway and answers at once with what the gateway said:
+``accepted`` (it took the message; delivery reports follow), ``transient`` (try again later:
+timeouts, 5xx, no connection) or ``permanent`` (never retry: bad number, refused). It must not
+raise for gateway trouble. ``message_id`` is ours: adapters pass it on so a gateway that can
+deduplicate never sends a repeated attempt twice. Adapters are shared by the dispatcher's threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+ACCEPTED, TRANSIENT, PERMANENT = "accepted", "transient", "permanent"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    message_id: int
+    to: str  # E.164
+    text: str
+    encoding: str  # "gsm7" or "ucs2"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: str
+    gateway_message_id: str | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    """A delivery report: ``status`` is one of sent, delivered, failed, rejected, expired."""
+
+    message_id: int
+    status: str
+    detail: str = ""
+    at: datetime | None = None
+
+
+class Gateway(Protocol):
+    code: str
+
+    def send(self, message: Outgoing) -> SendResult: ...
+
+    def due_reports(self, sent: list[tuple[int, str, datetime]], now: datetime) -> list[Report]:
+        """Reports a gateway without callbacks produces itself (the simulated one); others: []."""
+        ...
