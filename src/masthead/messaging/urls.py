@@ -1,0 +1,5 @@
+"""Webhooks of the SMS gateways (delivery reports and inbound messages)."""
+
+app_name = "messaging"
+
+urlpatterns: list = []
