@@ -36,3 +36,10 @@ def _fire() -> None:
 @db_task()
 def process_inbound(inbound_id: int) -> str:
     return services.process_inbound(inbound_id)
+
+
+@db_task()
+def fan_out(batch_id: int) -> int:
+    from masthead.messaging import batches
+
+    return batches.fan_out(batch_id)
