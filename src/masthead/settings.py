@@ -134,6 +134,8 @@ HUEY["consumer"] = {"workers": int(os.environ.get("HUEY_WORKERS", "2")), "worker
 
 # --- auth -----------------------------------------------------------------------------------
 AUTH_USER_MODEL = "users.User"
+AUTHENTICATION_BACKENDS = ["masthead.users.backends.LoginBackend"]
+
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
@@ -240,6 +242,29 @@ KANNEL_TIMEOUT_SECONDS = float(os.environ.get("KANNEL_TIMEOUT_SECONDS", "10"))
 SMS_HTTP_URL = os.environ.get("SMS_HTTP_URL", "")
 SMS_HTTP_TOKEN = os.environ.get("SMS_HTTP_TOKEN", "")
 SMS_HTTP_TIMEOUT_SECONDS = float(os.environ.get("SMS_HTTP_TIMEOUT_SECONDS", "10"))
+
+# Premium SMS (Mobiletech). MOBILETECH_CLIENT: mock (default: records the message, reports D1) or
+# http (the XML `send` command to MOBILETECH_GATEWAY_URL with a bearer token). The webhook checks
+# MOBILETECH_WEBHOOK_SECRET (?secret= or X-Webhook-Secret; empty = none) and the optional source
+# address allowlist. A recurring SMS charge with no success report within the pending timeout
+# fails. Caps per charge and per number per calendar month (PSD2 limits for carrier billing).
+MOBILETECH_CLIENT = os.environ.get("MOBILETECH_CLIENT", "mock")
+MOBILETECH_GATEWAY_URL = os.environ.get("MOBILETECH_GATEWAY_URL", "")
+MOBILETECH_TOKEN = os.environ.get("MOBILETECH_TOKEN", "")
+MOBILETECH_TIMEOUT_SECONDS = float(os.environ.get("MOBILETECH_TIMEOUT_SECONDS", "5"))
+MOBILETECH_WEBHOOK_SECRET = os.environ.get("MOBILETECH_WEBHOOK_SECRET", "")
+MOBILETECH_ALLOWED_IPS = os.environ.get("MOBILETECH_ALLOWED_IPS", "")
+MOBILETECH_MAX_BODY_BYTES = int(os.environ.get("MOBILETECH_MAX_BODY_BYTES", "65536"))
+MOBILETECH_BILLKEY_FREE = os.environ.get("MOBILETECH_BILLKEY_FREE", "FREE")
+MOBILETECH_SERV_ID = os.environ.get("MOBILETECH_SERV_ID", "")
+MOBILETECH_SHORT_NUMBER = os.environ.get("MOBILETECH_SHORT_NUMBER", "")
+MOBILETECH_PENDING_TIMEOUT_MINUTES = int(os.environ.get("MOBILETECH_PENDING_TIMEOUT_MINUTES", "15"))
+MOBILETECH_CHARGE_CAP = os.environ.get("MOBILETECH_CHARGE_CAP", "50.00")
+MOBILETECH_MONTHLY_CAP = os.environ.get("MOBILETECH_MONTHLY_CAP", "300.00")
+MOBILETECH_RECEIPT_TEMPLATE = os.environ.get("MOBILETECH_RECEIPT_TEMPLATE", "receipt")
+MOBILETECH_STOP_TEMPLATE = os.environ.get("MOBILETECH_STOP_TEMPLATE", "stop_confirmation")
+MOBILETECH_TEST_TEMPLATE = os.environ.get("MOBILETECH_TEST_TEMPLATE", "")  # set: answer every inbound SMS
+MOBILETECH_TEST_BILLKEY = os.environ.get("MOBILETECH_TEST_BILLKEY", "")
 
 SESSION_COOKIE_HTTPONLY = True
 # Flash messages can carry a new API token: keep them server-side, never in a cookie.

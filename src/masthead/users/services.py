@@ -73,6 +73,20 @@ def find_user_by_email(email: str) -> User | None:
     return User.objects.filter(email=User.objects.normalize_email(email)).first()
 
 
+#: other ways to name an account at login (mobiletech adds phone numbers): ``fn(identifier)`` → User or None
+LOGIN_RESOLVERS: list = []
+
+
+def find_user(identifier: str) -> User | None:
+    """The account an identifier given at login names: its e-mail, else what a resolver finds."""
+    user = find_user_by_email(identifier)
+    for resolver in LOGIN_RESOLVERS:
+        if user is not None:
+            break
+        user = resolver(identifier)
+    return user
+
+
 @transaction.atomic
 def create_user(*, email: str, password: str | None = None, first_name: str = "", last_name: str = "",
                 public_name: str = "", phone_number: str = "", locale: str = "en", source: str = "",
@@ -139,7 +153,7 @@ def check_credentials(*, email: str, password: str) -> User:
 
     A legacy bcrypt hash that matches is rehashed to Argon2 here (Django's check_password does it).
     """
-    user = find_user_by_email(email) if len(email) <= 254 else None
+    user = find_user(email) if len(email) <= 254 else None
     if user is None or not user.is_active:
         # Hash anyway so an unknown address takes as long as a wrong password.
         User().set_password(password[:MAX_PASSWORD_LENGTH])
