@@ -6,6 +6,7 @@ from masthead.core.api import api, unknown_api_call
 from masthead.core.api import router as core_router
 from masthead.family.api import router as family_router
 from masthead.messaging.api import router as sms_router
+from masthead.mobiletech.api import router as mobiletech_router
 from masthead.payments.api import router as payments_router
 from masthead.subscriptions.api import router as subscriptions_router
 from masthead.users.api import router as users_router
@@ -21,6 +22,7 @@ if not getattr(api, "_masthead_routers", False):
     api.add_router("", payments_router)
     api.add_router("", family_router)
     api.add_router("", sms_router)
+    api.add_router("", mobiletech_router)
     api._masthead_routers = True
 
 urlpatterns = [
