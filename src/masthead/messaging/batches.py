@@ -17,7 +17,7 @@ from masthead.subscriptions.models import ContentAccess, Subscription
 from masthead.users.models import User
 
 CHUNK = 500
-MAX_USER_IDS = 100_000
+MAX_USER_IDS = 50_000  # PostgreSQL takes at most 65,535 bind parameters
 
 
 def segment(content_access: str, now: datetime | None = None) -> QuerySet[User]:
@@ -48,7 +48,7 @@ def _validate(*, body, template_code, user_ids, content_access) -> None:
         raise services.SmsError("unknown_content_access", _("Unknown content access '%(name)s'.")
                                 % {"name": content_access}, 404)
     if user_ids:
-        if len(user_ids) > MAX_USER_IDS or not all(isinstance(i, int) and 0 < i < 2**63 for i in user_ids):
+        if len(user_ids) > MAX_USER_IDS:
             raise services.SmsError("invalid_user_ids", _("Give at most %(max)s reader ids (positive integers).")
                                     % {"max": MAX_USER_IDS})
         unknown = set(user_ids) - set(User.objects.filter(pk__in=user_ids).values_list("pk", flat=True))
@@ -68,7 +68,11 @@ def create_batch(*, name: str, body: str | None = None, template_code: str | Non
     """Validate and start a batch: the messages are queued by :func:`fan_out` after commit."""
     if not (name or "").strip():
         raise services.SmsError("name_required", _("Give the batch a name."))
-    user_ids = sorted(set(user_ids or []))
+    user_ids = user_ids or []
+    if not isinstance(user_ids, list) or not all(type(i) is int and 0 < i < 2**63 for i in user_ids):
+        raise services.SmsError("invalid_user_ids", _("Give at most %(max)s reader ids (positive integers).")
+                                % {"max": MAX_USER_IDS})
+    user_ids = sorted(set(user_ids))
     _validate(body=body, template_code=template_code, user_ids=user_ids, content_access=content_access)
     template = services.template_for(template_code) if template_code else None
     batch = SmsBatch.objects.create(
@@ -97,7 +101,7 @@ def fan_out_chunk(batch_id: int, *, size: int = CHUNK) -> bool:
                     services.queue_sms(
                         user=user, body=batch.body or None,
                         template_code=batch.template.code if batch.template else None,
-                        params={"first_name": user.first_name, "last_name": user.last_name, **batch.params},
+                        params=batch.params,
                         send_at=batch.scheduled_at, batch=batch, created_by=batch.created_by or "batch",
                         urgent=False)
                 queued += 1

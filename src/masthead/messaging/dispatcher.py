@@ -232,7 +232,8 @@ def run(*, budget_seconds: float | None = None, gateway_code: str | None = None,
                 if not acquire_lease(gateway.code, now):  # renewed each round; lost only if we stalled
                     break
                 result.reclaimed += reclaim(now)
-                claimed = claim(gateway_code=gateway.code, limit=settings.SMS_BATCH_SIZE, now=now)
+                # the time after reclaiming: a message reclaimed and claimed again keeps its history in order
+                claimed = claim(gateway_code=gateway.code, limit=settings.SMS_BATCH_SIZE, now=clock.now())
                 result.claimed += len(claimed)
                 if claimed:
                     send_claimed(claimed, gateway, limiter, pool, result)
@@ -241,7 +242,8 @@ def run(*, budget_seconds: float | None = None, gateway_code: str | None = None,
                     break
     finally:
         release_lease(gateway.code)
-        close_old_connections()
+        if not connection.in_atomic_block:  # never close a connection under a caller's transaction
+            close_old_connections()
     # A wake-up skipped while we held the lease would leave its message to the periodic run: look
     # once more after releasing, and go on if something is due and time remains.
     remaining = deadline - time.monotonic()

@@ -94,12 +94,16 @@ def queue_sms(*, user: User | None = None, staff: User | None = None, phone_numb
         raise SmsError("one_recipient", _("Give exactly one recipient: a reader or a staff member."))
     if staff is not None and not staff.is_staff:
         raise SmsError("not_staff", _("User [%(email)s] is not a staff member.") % {"email": staff.email})
+    if recipients and not recipients[0].is_active:
+        raise SmsError("user_inactive", _("User [%(email)s] is not active.") % {"email": recipients[0].email})
     number = phone_of(recipients[0]) if recipients else phone_number
     template = None
     if template_code:
         locale = recipients[0].locale if recipients else ""
         template = template_for(template_code, locale)
-    text, seg = compose(body=body, template=template, params=params)
+    # a template may greet the recipient by name without the caller passing it
+    names = {"first_name": recipients[0].first_name, "last_name": recipients[0].last_name} if recipients else {}
+    text, seg = compose(body=body, template=template, params={**names, **(params or {})})
     if transactional is None:
         transactional = bool(template and template.transactional)
     if not transactional and is_opted_out(number):
@@ -137,10 +141,11 @@ def transition(message_id: int, new: str, *, detail: str = "", **fields) -> bool
         if old is None or not status.can(old, new):
             return False
         now = clock.now()
-        if M.objects.filter(pk=message_id, status=old).update(status=new, updated_at=now, **fields):
-            SmsStatusChange.objects.create(message_id=message_id, old_status=old, new_status=new,
-                                           detail=detail[:500], created_at=now)
-            return True
+        with transaction.atomic():  # the status and its history row together: a killed worker leaves neither
+            if M.objects.filter(pk=message_id, status=old).update(status=new, updated_at=now, **fields):
+                SmsStatusChange.objects.create(message_id=message_id, old_status=old, new_status=new,
+                                               detail=detail[:500], created_at=now)
+                return True
     return False
 
 

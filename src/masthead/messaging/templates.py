@@ -23,7 +23,7 @@ def variables(body: str) -> set[str]:
 
 def render(body: str, params: dict) -> str:
     try:
-        return ENV.from_string(body).render(**params)
+        return ENV.from_string(body).render(params)
     except TemplateError as exc:
         raise TemplateProblem(str(exc)) from exc
 

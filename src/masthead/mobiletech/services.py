@@ -341,7 +341,7 @@ def _reader_for(inbound: InboundMessage) -> User:
 @transaction.atomic
 def handle_inbound(inbound_id: int) -> str:
     """R-MT-16 and the keyword actions: confirm the reader, then buy, stop or answer. Once per message."""
-    inbound = InboundMessage.objects.select_for_update().select_related("user").get(pk=inbound_id)
+    inbound = InboundMessage.objects.select_for_update(of=("self",)).select_related("user").get(pk=inbound_id)
     if inbound.processed_at is not None:
         return inbound.result or "already processed"
     InboundMessage.objects.filter(pk=inbound.pk).update(processed_at=clock.now())
