@@ -262,7 +262,8 @@ def process_inbound(inbound_id: int) -> str:
 
 
 def _confirm(phone_number: str, code: str, fallback: str) -> None:
-    has_template = SmsTemplate.objects.filter(code=code, active=True).exists()
+    # a bare number has no language: only the language-neutral template can answer it
+    has_template = SmsTemplate.objects.filter(code=code, locale="", active=True).exists()
     queue_sms(phone_number=phone_number, template_code=code if has_template else None,
               body=None if has_template else fallback, transactional=True, created_by="system")
 

@@ -43,3 +43,12 @@ def fan_out(batch_id: int) -> int:
     from masthead.messaging import batches
 
     return batches.fan_out(batch_id)
+
+
+@db_periodic_task(crontab(minute="7"))
+def remind_ending_subscriptions() -> int:
+    """The "subscription ends in N days" notification rules, hourly; each reminder once per
+    subscription and end date (safe to run twice at once: the guard rows)."""
+    from masthead.messaging import notifications
+
+    return notifications.scan_ending()

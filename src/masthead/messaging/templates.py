@@ -26,6 +26,8 @@ def render(body: str, params: dict) -> str:
         return ENV.from_string(body).render(params)
     except TemplateError as exc:
         raise TemplateProblem(str(exc)) from exc
+    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:  # {{ price + 1 }} with a text price
+        raise TemplateProblem(f"{type(exc).__name__}: {exc}") from exc
 
 
 def validate(body: str, parameters: list[str], sample: dict, max_segments: int) -> segments.Segmentation:

@@ -9,11 +9,13 @@ class MobiletechConfig(AppConfig):
 
     def ready(self):
         from masthead.core.events import subscribe
-        from masthead.mobiletech import events, gateway, services
+        from masthead.mobiletech import admin, catalog, events, gateway, services
         from masthead.payments import events as payment_events
         from masthead.payments import gateways as payment_gateways
         from masthead.users import services as user_services
 
+        catalog.register()
+        admin.register_widgets()
         payment_gateways.register(gateway.MobiletechGateway)
         payment_gateways.register(gateway.MobiletechRecurrentGateway)
         subscribe(events.OutboundStatusUpdated, services.settle_payment)  # R-MT-9, in the report's transaction

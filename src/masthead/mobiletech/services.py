@@ -112,7 +112,7 @@ def _cap_check(phone_international: str, key: BillingKey) -> None:
     if key.amount > Decimal(settings.MOBILETECH_CHARGE_CAP):
         raise MobiletechError("charge_cap", _("A charge of %(amount)s exceeds the limit of %(cap)s per charge.")
                               % {"amount": key.amount, "cap": settings.MOBILETECH_CHARGE_CAP})
-    month = clock.localtime().replace(day=1, hour=0, minute=0, second=0)
+    month = clock.localtime().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     billed_or_pending = Q(status__in=("", "A0", "D1")) | Q(status="D0", operator_type="2")
     spent = (OutboundMessage.objects.filter(billed_or_pending, phone_to=phone_international, created_at__gte=month,
                                             amount__gt=0).aggregate(total=Sum("amount"))["total"]) or Decimal(0)
