@@ -126,7 +126,7 @@ def fan_out(batch_id: int) -> int:
 @transaction.atomic
 def cancel_batch(*, batch: SmsBatch, by: str = "") -> int:
     """Stop the fan-out and cancel the batch's messages still queued; returns how many."""
-    SmsBatch.objects.filter(pk=batch.pk, status__in=(SmsBatch.DRAFT, SmsBatch.FANNING_OUT)).update(
+    SmsBatch.objects.filter(pk=batch.pk, status__in=(SmsBatch.DRAFT, SmsBatch.FANNING_OUT, SmsBatch.QUEUED)).update(
         status=SmsBatch.CANCELED, finished_at=clock.now())
     queued = SmsMessage.objects.filter(batch=batch, status=SmsMessage.QUEUED).values_list("pk", flat=True)
     return sum(services.transition(pk, SmsMessage.CANCELED, detail=f"batch canceled by {by}".strip())

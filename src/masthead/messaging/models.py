@@ -145,6 +145,9 @@ class SmsStatusChange(models.Model):
         verbose_name_plural = _("status changes")
         ordering = ["created_at", "id"]
 
+    def __str__(self):
+        return f"{self.old_status or '∅'} → {self.new_status}"
+
 
 class InboundSms(models.Model):
     """A message a phone sent us; linked to the reader with that number and to the message it answers."""

@@ -269,21 +269,23 @@ def _confirm(phone_number: str, code: str, fallback: str) -> None:
 
 
 @transaction.atomic
-def opt_out(*, phone_number: str, source: str = "") -> bool:
-    """Record the opt-out and send its confirmation, once. False: the number was already out."""
+def opt_out(*, phone_number: str, source: str = "", confirm: bool = True) -> bool:
+    """Record the opt-out and send its confirmation (unless staff record it: ``confirm=False``),
+    once. False: the number was already out."""
     try:
         with transaction.atomic():
             OptOut.objects.create(phone_number=phone_number, source=source[:255], created_at=clock.now())
     except IntegrityError:
         return False
-    _confirm(phone_number, "sms_stop_confirmation", STOP_CONFIRMATION)
+    if confirm:
+        _confirm(phone_number, "sms_stop_confirmation", STOP_CONFIRMATION)
     return True
 
 
 @transaction.atomic
-def opt_in(*, phone_number: str) -> bool:
+def opt_in(*, phone_number: str, confirm: bool = True) -> bool:
     deleted, _rows = OptOut.objects.filter(phone_number=phone_number).delete()
-    if deleted:
+    if deleted and confirm:
         _confirm(phone_number, "sms_start_confirmation", START_CONFIRMATION)
     return bool(deleted)
 
