@@ -8,6 +8,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -217,6 +218,55 @@ def sms_dispatch(args) -> int:
             time.sleep(args.idle)
 
 
+def mobiletech_simulator(args) -> int:
+    """A loopback Mobiletech provider until Ctrl-C: answers ``send``, posts ``status`` reports back."""
+    from masthead.mobiletech import simulator
+
+    if not args.webhook:
+        return _fail("give --webhook URL (e.g. http://127.0.0.1:8000/api/v1/mobiletech/webhook)")
+    try:
+        sim = simulator.Simulator(webhook=args.webhook, port=args.port, delay=args.delay, status=args.status,
+                                  rules=args.fail_pattern, token=args.token, secret=args.secret,
+                                  echo=lambda line: print(f"{time.strftime('%H:%M:%S')} {line}", flush=True))
+        sim.start()
+    except (simulator.SimulatorError, OSError) as exc:
+        return _fail(str(exc))
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    print("Ctrl-C stops.", flush=True)
+    stopping.wait()
+    sim.stop()
+    return 0
+
+
+def mobiletech_inject(args) -> int:
+    """Post a ``receive`` message (an SMS a reader sent) to the webhook, as the provider does."""
+    from masthead.mobiletech import simulator
+
+    mid, status, body = simulator.inject(args.webhook, phone_from=args.phone_from, to=args.to, text=args.text,
+                                         mobiletech_id=args.id, serv_id=args.serv_id, project_id=args.project_id,
+                                         operator_type=args.operator, secret=args.secret)
+    print(f"receive {mid} → {status or 'no answer'} {body.decode(errors='replace')}")
+    return 0 if status == 200 else 1
+
+
+def import_mobiletech(args) -> int:
+    """R-MT-19/20: import an export of an existing Mobiletech installation; exit 1 when rows were skipped."""
+    _django()
+    from masthead.mobiletech import importer
+
+    try:
+        report = importer.import_export(args.directory, fmt=args.format, dry_run=args.dry_run,
+                                        chunk_size=args.chunk_size, progress=None if args.quiet else sys.stderr)
+    except importer.ImportProblem as exc:
+        return _fail(str(exc))
+    if args.report:
+        report.write(args.report)
+    print(report.summary(limit=20 if args.report else None))
+    return 1 if report.violations else 0
+
+
 def manage(args) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "masthead.settings")
     from django.core.management import execute_from_command_line
@@ -287,6 +337,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=None, help="time budget of one run (default SMS_DISPATCH_SECONDS)")
     p.add_argument("--idle", type=float, default=1.0, help="seconds to wait when nothing was due")
     p.set_defaults(func=sms_dispatch)
+
+    p = sub.add_parser("mobiletech", help="premium SMS (Mobiletech)")
+    mobiletech_sub = p.add_subparsers(dest="action", required=True)
+    p = mobiletech_sub.add_parser(
+        "simulator", help="a loopback Mobiletech provider (or `simulator inject`: post an inbound SMS)",
+        description="Answers the `send` command with an id, then posts `status` reports to --webhook after "
+                    "--delay seconds, until Ctrl-C. Point MOBILETECH_CLIENT=http and MOBILETECH_GATEWAY_URL at it.")
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one, printed)")
+    p.add_argument("--webhook", help="our webhook URL, e.g. http://127.0.0.1:8000/api/v1/mobiletech/webhook")
+    p.add_argument("--delay", type=float, default=1.0, help="seconds before a status report (default 1)")
+    p.add_argument("--status", default="D1", help="report codes, comma separated, e.g. A0,D1 (default D1; none: no report)")
+    p.add_argument("--fail-pattern", action="append", default=[], metavar="REGEX:CODE",
+                   help="numbers matching REGEX get CODE instead (e.g. '^\\+421999:A5'; CODE none: no report); repeat")
+    p.add_argument("--token", default="", help="bearer token `send` must carry (default: any)")
+    p.add_argument("--secret", default=os.environ.get("MOBILETECH_WEBHOOK_SECRET", ""),
+                   help="webhook secret sent as X-Webhook-Secret (default $MOBILETECH_WEBHOOK_SECRET)")
+    p.set_defaults(func=mobiletech_simulator)
+    simulator_sub = p.add_subparsers(dest="simulator_action")
+    p = simulator_sub.add_parser("inject", help="post a `receive` message (an SMS a reader sent) to the webhook")
+    p.add_argument("--webhook", required=True, help="our webhook URL")
+    p.add_argument("--from", dest="phone_from", required=True, help="the sender, e.g. +421908123456")
+    p.add_argument("--to", required=True, help="the short number, e.g. 8866")
+    p.add_argument("--text", required=True, help="the SMS text, e.g. a keyword")
+    p.add_argument("--id", help="the message id (default: a new UUID)")
+    p.add_argument("--serv-id", default="1")
+    p.add_argument("--project-id", default="1")
+    p.add_argument("--operator", help="O, T, 2 or S (default: by the number's prefix)")
+    p.add_argument("--secret", default=os.environ.get("MOBILETECH_WEBHOOK_SECRET", ""),
+                   help="webhook secret (default $MOBILETECH_WEBHOOK_SECRET)")
+    p.set_defaults(func=mobiletech_inject)
+
+    p = sub.add_parser("import", help="import data from another system")
+    import_sub = p.add_subparsers(dest="source", required=True)
+    p = import_sub.add_parser("mobiletech", help="import a Mobiletech export (CSV or JSON files), idempotently",
+                              description="Import users, phone numbers, templates, billing keys, inbound and "
+                                          "outbound messages, payments and recurring payments of an existing "
+                                          "Mobiletech installation (file names and columns: "
+                                          "masthead/mobiletech/importer.py). Rows breaking an integrity rule are "
+                                          "reported and not imported; running it again changes nothing. "
+                                          "Exit status 1 when rows were skipped.")
+    p.add_argument("directory", metavar="DIR", help="the export directory (users.csv, phone_numbers.csv, ...)")
+    p.add_argument("--format", choices=("csv", "json"), help="file format (default: what DIR holds)")
+    p.add_argument("--dry-run", action="store_true", help="check and count everything, write nothing")
+    p.add_argument("--report", metavar="FILE", help="write every violation and the totals to FILE (.json or .csv)")
+    p.add_argument("--chunk-size", type=int, default=1000, help="rows per transaction (default 1000)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=import_mobiletech)
 
     p = sub.add_parser("manage", help="run any Django management command", add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)

@@ -31,6 +31,7 @@ from masthead.mobiletech.models import (
 from masthead.payments import services as payment_services
 from masthead.payments.gateways.base import FAIL_TRY, OK, ChargeResult
 from masthead.payments.models import Payment, RecurrentPayment
+from masthead.users import services as user_services
 from masthead.users.models import User
 
 logger = logging.getLogger(__name__)
@@ -330,9 +331,11 @@ def _reader_for(inbound: InboundMessage) -> User:
     if inbound.user is not None:
         return inbound.user
     local = numbers.to_local(inbound.phone_from)
-    user = User.objects.create_user(email=f"{local}@sms.invalid", password=None, public_name=local,
-                                    source="mobiletech")
-    PhoneNumber.objects.create(user=user, phone_number=local)
+    user = user_by_phone(local)  # linked since the message came in (an import, staff)
+    if user is None:
+        user = user_services.create_user(email=f"{local}@sms.invalid", password=None, public_name=local,
+                                         source="mobiletech")
+        PhoneNumber.objects.create(user=user, phone_number=local)
     InboundMessage.objects.filter(pk=inbound.pk).update(user=user)
     inbound.user = user
     return user
@@ -390,7 +393,8 @@ def start_payment(*, payment: Payment) -> bool:
         params = json.loads(meta.get("mobiletech_template_params") or "{}")
     except ValueError:
         params = {}
-    inbound = InboundMessage.objects.filter(pk=int(meta["mobiletech_inbound_message_id"])).first()
+    inbound_id = meta["mobiletech_inbound_message_id"]
+    inbound = InboundMessage.objects.filter(pk=int(inbound_id)).first() if inbound_id.isdigit() else None
     row = None
     try:
         row = send(template_code=meta["mobiletech_template_code"], billkey=meta["mobiletech_billkey"], inbound=inbound,
