@@ -21,8 +21,6 @@ and outbound messages and SMS payments); the premium SMS app config calls it fro
 
 from __future__ import annotations
 
-import json
-
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -36,6 +34,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
+from masthead.messaging.admin import parse_json_object
 from masthead.mobiletech import catalog, numbers, services, statuses
 from masthead.mobiletech.models import (
     BillingKey,
@@ -352,17 +351,6 @@ class OutboundMessageAdmin(PhoneSearchMixin, ReadOnlyAdmin):
 # --- templates (R-MT-18) ------------------------------------------------------------------------------------------
 
 
-def parse_json_object(raw: str) -> dict:
-    raw = (raw or "").strip()
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise ValidationError(gettext("This is not valid JSON: %(error)s") % {"error": exc}) from exc
-    if not isinstance(value, dict):
-        raise ValidationError(gettext('Give a JSON object, e.g. {"code": "1234"}.'))
-    return value
 
 
 def preview_data(preview: catalog.Preview) -> dict:
