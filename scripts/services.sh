@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Local PostgreSQL 15 and Redis on 127.0.0.1, for the test run and the benchmarks.
-#   source scripts/services.sh; start_postgres; start_redis; ...; stop_services
+# Local PostgreSQL 15 and Redis on 127.0.0.1, for the test run and the benchmarks; Kannel's packages.
+#   source scripts/services.sh; start_postgres; start_redis; ensure_kannel; ...; stop_services
 # start_* export DATABASE_URL / REDIS_URL. Everything lives in one temp dir, removed on stop.
+# ensure_kannel installs the Debian packages of the Kannel recipe (../shared/kannel) and exports
+# KANNEL_RECIPE_DIR; each Kannel test starts (start.sh) and stops (stop.sh) its own instance, since
+# Kannel must call back the test's own live server.
 
 SERVICES_DIR="${SERVICES_DIR:-$(mktemp -d /tmp/masthead-services.XXXXXX)}"
 export SERVICES_DIR
@@ -61,6 +64,24 @@ start_redis() {
   for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   export REDIS_TEST_URL="redis://127.0.0.1:$port/0"
   echo "Redis on 127.0.0.1:$port" >&2
+}
+
+ensure_kannel() {
+  local recipe="${KANNEL_RECIPE_DIR:-$PWD/../shared/kannel}"
+  if [ ! -x "$recipe/start.sh" ]; then
+    echo "no Kannel recipe at $recipe (the Kannel integration tests will fail under CI)" >&2
+    return 0
+  fi
+  KANNEL_RECIPE_DIR=$(cd "$recipe" && pwd)
+  export KANNEL_RECIPE_DIR
+  if [ ! -x /usr/sbin/bearerbox ] || [ ! -x /usr/sbin/smsbox ] || [ ! -x /usr/lib/kannel/test/fakesmsc ] \
+      || ! command -v curl >/dev/null 2>&1; then
+    echo "installing kannel kannel-extras curl (apt)" >&2
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      kannel kannel-extras curl >/dev/null || { echo "could not install Kannel" >&2; return 1; }
+  fi
+  echo "Kannel recipe $KANNEL_RECIPE_DIR" >&2
 }
 
 stop_services() {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole suite, as `make test` runs it:
 #   sqlite   - unit and API tests on SQLite
-#   postgres - the same on a PostgreSQL 15 started here, plus integration tests (Redis started here)
+#   postgres - the same on a PostgreSQL 15 started here, plus integration tests (Redis started here,
+#              Kannel installed here and started by its tests)
 #   e2e      - browser tests in Debian's Chromium
 #   all      - the three in that order; non-zero exit on any failure
 set -euo pipefail
@@ -20,9 +21,10 @@ run_sqlite() {
 }
 
 run_postgres() {
-  echo "=== PostgreSQL 15 (+ Redis integration) ==="
+  echo "=== PostgreSQL 15 (+ Redis and Kannel integration) ==="
   start_postgres
   start_redis
+  ensure_kannel
   DATABASE_URL="$DATABASE_URL" $PYTEST -q -m "not e2e"
 }
 

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, time as dtime, timedelta
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Case, CharField, F, Q, Value, When
+from django.db.models.functions import Cast, Concat
 
 from masthead.core import clock
 from masthead.messaging import gateways, services
@@ -35,6 +37,8 @@ from masthead.payments.services import parse_durations
 logger = logging.getLogger(__name__)
 M = SmsMessage
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
+RECORD_CHUNK = 100  # accepted answers written together (one compare-and-set for the chunk)
+RECORD_WITHIN = 0.2  # seconds an accepted answer waits at most before it is written
 
 
 @dataclass
@@ -45,8 +49,8 @@ class DispatchResult:
     reports: int = 0
     skipped: bool = False  # another dispatcher holds the lease
 
-    def count(self, outcome: str) -> None:
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+    def count(self, outcome: str, n: int = 1) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
 
 
 # --- quiet hours and retries -------------------------------------------------------------------------
@@ -176,6 +180,48 @@ def record(message: SmsMessage, result: gateways.SendResult, now: datetime) -> s
     return "failed"
 
 
+def record_accepted(accepted: list[tuple[SmsMessage, gateways.SendResult]], now: datetime) -> int:
+    """Write the gateway's "accepted" for many claimed messages at once: sending → sent for those
+    still sending (one locked compare-and-set and one history insert for the chunk, instead of a
+    transaction per message); a message a delivery report already moved keeps its status and only
+    gets the gateway's id, as in :func:`record`. Returns how many were written."""
+    ids = {message.pk: answer.gateway_message_id for message, answer in accepted}
+    with transaction.atomic():
+        still = M.objects.filter(pk__in=ids, status=M.SENDING).order_by("pk")
+        if connection.vendor == "postgresql":
+            still = still.select_for_update()  # a report waits for this chunk, then sees "sent"
+        moved = list(still.values_list("pk", flat=True))
+        if moved:
+            # Most gateways derive their id from ours ("42", "sim-42"): one UPDATE per such prefix sets
+            # it in SQL; any other ids go through one CASE (building many CASE branches is slow).
+            by_prefix: dict[str | None, list[int]] = {}
+            other: dict[int, str] = {}
+            for pk in moved:
+                gateway_id, own = ids[pk], str(pk)
+                if gateway_id is not None and gateway_id.endswith(own):
+                    by_prefix.setdefault(gateway_id[:-len(own)], []).append(pk)
+                elif gateway_id is None:
+                    by_prefix.setdefault(None, []).append(pk)
+                else:
+                    other[pk] = gateway_id
+            fields = {"status": M.SENT, "sent_at": now, "claimed_at": None, "error_message": "", "updated_at": now}
+            for prefix, pks in by_prefix.items():
+                own_id = Cast("pk", CharField()) if prefix is not None else Value(None, output_field=CharField())
+                M.objects.filter(pk__in=pks).update(
+                    gateway_message_id=Concat(Value(prefix), own_id, output_field=CharField()) if prefix else own_id,
+                    **fields)
+            if other:
+                M.objects.filter(pk__in=other).update(
+                    gateway_message_id=Case(*(When(pk=pk, then=Value(gid)) for pk, gid in other.items()),
+                                            output_field=CharField()), **fields)
+            SmsStatusChange.objects.bulk_create([
+                SmsStatusChange(message_id=pk, old_status=M.SENDING, new_status=M.SENT,
+                                detail="accepted by the gateway", created_at=now) for pk in moved])
+        for pk in ids.keys() - set(moved):  # overtaken by a delivery report
+            M.objects.filter(pk=pk, gateway_message_id__isnull=True).update(gateway_message_id=ids[pk])
+    return len(ids)
+
+
 def _send(gateway, limiter: RateLimiter, message: SmsMessage) -> gateways.SendResult:
     limiter.acquire()
     try:
@@ -198,13 +244,40 @@ def send_claimed(claimed: list[SmsMessage], gateway, limiter: RateLimiter, pool:
         else:
             services.transition(message.pk, refusal[0], detail=refusal[1], error_message=refusal[1], claimed_at=None)
             result.count(refusal[0])
-    futures = {pool.submit(_send, gateway, limiter, message): message for message in sendable}
-    for future in as_completed(futures):
-        result.count(record(futures[future], future.result(), clock.now()))
+    # Answers are written as they come: refusals and transient errors one by one, acceptances in
+    # chunks (at most RECORD_CHUNK, none older than RECORD_WITHIN seconds), so the writing keeps up
+    # with the senders instead of costing a transaction per message in this one thread.
+    answers: queue.SimpleQueue = queue.SimpleQueue()
+    for message in sendable:
+        pool.submit(_send, gateway, limiter, message).add_done_callback(
+            lambda future, message=message: answers.put((message, future)))
+    accepted: list[tuple[SmsMessage, gateways.SendResult]] = []
+    oldest = 0.0
+    for left in range(len(sendable), 0, -1):
+        while True:
+            wait = None if not accepted else max(0.0, oldest + RECORD_WITHIN - time.monotonic())
+            try:
+                message, future = answers.get(timeout=wait)
+                break
+            except queue.Empty:
+                result.count("sent", record_accepted(accepted, clock.now()))
+                accepted = []
+        answer = future.result()
+        if answer.outcome == gateways.ACCEPTED:
+            if not accepted:
+                oldest = time.monotonic()
+            accepted.append((message, answer))
+        else:
+            result.count(record(message, answer, clock.now()))
+        if accepted and (len(accepted) >= RECORD_CHUNK or left == 1):
+            result.count("sent", record_accepted(accepted, clock.now()))
+            accepted = []
 
 
 def settle_reports(gateway, now: datetime, limit: int = 5000) -> int:
-    """Delivery reports a gateway produces itself (the simulated one)."""
+    """Delivery reports a gateway produces itself (the simulated one); the others report by webhook."""
+    if not getattr(gateway, "reports_itself", False):
+        return 0
     sent = list(M.objects.filter(status=M.SENT, gateway=gateway.code).order_by("sent_at")
                 .values_list("pk", "phone_number", "sent_at")[:limit])
     reports = gateway.due_reports(sent, now) if sent else []

@@ -226,7 +226,9 @@ def record_inbound(*, gateway: str, gateway_message_id: str, phone_from: str, ph
     if existing is not None:
         return existing, False
     window = received_at - timedelta(hours=settings.SMS_REPLY_WINDOW_HOURS)
-    answered = (M.objects.filter(phone_number=number, sent_at__gte=window, sent_at__lte=received_at)
+    # gateways stamp inbound messages in whole seconds: a reply may carry a time just before our send
+    latest = received_at + timedelta(seconds=5)
+    answered = (M.objects.filter(phone_number=number, sent_at__gte=window, sent_at__lte=latest)
                 .order_by("-sent_at", "-pk").first())
     try:
         with transaction.atomic():

@@ -9,6 +9,7 @@ from django.conf import settings
 
 from masthead.messaging.gateways.base import ACCEPTED, PERMANENT, TRANSIENT, Gateway, Outgoing, Report, SendResult
 from masthead.messaging.gateways.http import HttpGateway
+from masthead.messaging.gateways.kannel import KannelGateway
 from masthead.messaging.gateways.simulated import SimulatedGateway
 
 __all__ = ["ACCEPTED", "PERMANENT", "TRANSIENT", "Gateway", "Outgoing", "Report", "SendResult", "current", "get",
@@ -40,3 +41,4 @@ def current() -> Gateway:
 
 register(SimulatedGateway)
 register(HttpGateway)
+register(KannelGateway)

@@ -43,6 +43,7 @@ class Report:
 
 class Gateway(Protocol):
     code: str
+    reports_itself: bool  # True: due_reports() yields its delivery reports; False: they come by webhook
 
     def send(self, message: Outgoing) -> SendResult: ...
 

@@ -20,6 +20,7 @@ from masthead.messaging.gateways.base import ACCEPTED, PERMANENT, TRANSIENT, Out
 
 class HttpGateway:
     code = "http"
+    reports_itself = False
 
     def send(self, message: Outgoing) -> SendResult:
         body = json.dumps({"id": str(message.message_id), "to": message.to, "text": message.text,

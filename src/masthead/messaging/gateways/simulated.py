@@ -23,6 +23,7 @@ def _matches(pattern: str, number: str) -> bool:
 
 class SimulatedGateway:
     code = "simulated"
+    reports_itself = True  # the dispatcher asks due_reports() for its delivery reports
 
     def __init__(self):
         self._lock = threading.Lock()

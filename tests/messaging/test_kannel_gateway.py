@@ -1,0 +1,220 @@
+"""The Kannel adapter against a local stand-in for smsbox's sendsms (stdlib HTTP server on 127.0.0.1):
+the exact query it sends and how it reads each documented answer."""
+
+import http.server
+import logging
+import threading
+import time
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from masthead.messaging import dispatcher, gateways, services
+from masthead.messaging.gateways.kannel import KannelGateway
+from masthead.messaging.models import SmsMessage
+from tests.messaging.conftest import NOW
+
+M = SmsMessage
+
+
+class FakeSmsbox(http.server.ThreadingHTTPServer):
+    """Answers every GET with ``self.reply`` (status, body) over HTTP/1.1 keep-alive; records what it got."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        self.reply = (202, "0: Accepted for delivery")
+        self.delay = 0.0
+        self.close_after_answer = False
+        self.requests: list[tuple[str, dict, str]] = []  # (path, query, raw query)
+        self.connections = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                outer.connections += 1
+
+            def do_GET(self):
+                url = urlsplit(self.path)
+                outer.requests.append((url.path, parse_qs(url.query, keep_blank_values=True), url.query))
+                if outer.delay:
+                    time.sleep(outer.delay)
+                status, body = outer.reply
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(data)))
+                if outer.close_after_answer:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    def handle_error(self, request, client_address):
+        pass  # the client gave up (the timeout test): nothing to report
+
+
+@pytest.fixture
+def smsbox(settings):
+    server = FakeSmsbox()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    settings.KANNEL_SENDSMS_URL = f"http://127.0.0.1:{server.server_address[1]}/cgi-bin/sendsms"
+    settings.KANNEL_USERNAME, settings.KANNEL_PASSWORD = "crm", "p@ss word&"
+    settings.SMS_SENDER = "Masthead"
+    settings.SMS_PUBLIC_URL = "https://crm.example.com/"
+    settings.SMS_WEBHOOK_SECRET = "s&cret/1"
+    settings.KANNEL_TIMEOUT_SECONDS = 2
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def gateway():
+    return KannelGateway()  # a fresh instance: no connection kept from another test
+
+
+def outgoing(text="Hello Jana", encoding="gsm7", message_id=42, to="+421908123456"):
+    return gateways.Outgoing(message_id, to, text, encoding)
+
+
+DLR_URL_42 = "https://crm.example.com/sms/kannel/dlr?secret=s%26cret%2F1&ref=42&status=%d&answer=%A&ts=%T"
+
+
+def test_registered_as_kannel():
+    assert isinstance(gateways.get("kannel"), KannelGateway)
+
+
+def test_the_exact_query_of_a_gsm7_message(smsbox, gateway):
+    result = gateway.send(outgoing())
+    assert result == gateways.SendResult("accepted", gateway_message_id="42")
+    [(path, query, raw)] = smsbox.requests
+    assert path == "/cgi-bin/sendsms"
+    assert query == {"username": ["crm"], "password": ["p@ss word&"], "from": ["Masthead"], "to": ["+421908123456"],
+                     "text": ["Hello Jana"], "charset": ["UTF-8"], "dlr-mask": ["27"], "dlr-url": [DLR_URL_42]}
+    # Kannel's escapes travel as literal text inside one URL-encoded value: %d as %25d, & as %26
+    assert raw == ("username=crm&password=p%40ss%20word%26&from=Masthead&to=%2B421908123456&text=Hello%20Jana"
+                   "&charset=UTF-8&dlr-mask=27&dlr-url=https%3A%2F%2Fcrm.example.com%2Fsms%2Fkannel%2Fdlr"
+                   "%3Fsecret%3Ds%2526cret%252F1%26ref%3D42%26status%3D%25d%26answer%3D%25A%26ts%3D%25T")
+
+
+def test_unicode_text_goes_as_ucs2_in_utf8(smsbox, gateway):
+    text = "Ďakujeme, že čítate 😀"
+    assert gateway.send(outgoing(text, "ucs2", 7)).outcome == "accepted"
+    [(_path, query, raw)] = smsbox.requests
+    assert (query["text"], query["coding"], query["charset"]) == ([text], ["2"], ["UTF-8"])
+    assert "text=%C4%8Eakujeme%2C%20%C5%BEe%20%C4%8D%C3%ADtate%20%F0%9F%98%80&" in raw
+    gateway.send(outgoing("plain", "gsm7", 8))
+    assert "coding" not in smsbox.requests[1][1]
+
+
+@pytest.mark.parametrize(("status", "body", "outcome", "error"), [
+    (202, "0: Accepted for delivery", "accepted", ""),
+    (202, "3: Queued for later delivery", "accepted", ""),
+    (503, "Temporal failure, try again later.", "transient", "kannel 503: Temporal failure, try again later."),
+    (403, "Not routable. Do not try again.", "permanent", "kannel 403: Not routable. Do not try again."),
+    (400, "Missing receiver number, rejected", "permanent", "kannel 400: Missing receiver number, rejected"),
+    (400, "Charset or body misformed, rejected", "permanent", "kannel 400: Charset or body misformed, rejected"),
+    (500, "", "transient", "kannel 500"),
+    (429, "slow down", "transient", "kannel 429: slow down"),
+    (404, "Not found", "permanent", "kannel 404: Not found"),
+])
+def test_each_documented_answer(smsbox, gateway, status, body, outcome, error):
+    smsbox.reply = (status, body)
+    result = gateway.send(outgoing())
+    assert (result.outcome, result.error) == (outcome, error)
+    assert result.gateway_message_id == ("42" if outcome == "accepted" else None)
+
+
+def test_wrong_credentials_are_transient_and_logged_as_an_error(smsbox, gateway, caplog):
+    """A misconfiguration must not burn the queue: the messages stay for a retry, and someone is told."""
+    smsbox.reply = (403, "Authorization failed for sendsms")
+    with caplog.at_level(logging.ERROR, logger="masthead.messaging.gateways.kannel"):
+        result = gateway.send(outgoing())
+    assert (result.outcome, result.error) == ("transient", "kannel 403: Authorization failed for sendsms")
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert "KANNEL_USERNAME" in caplog.records[0].getMessage()
+
+
+def test_connection_refused_is_transient(settings, gateway):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings.KANNEL_SENDSMS_URL = f"http://127.0.0.1:{port}/cgi-bin/sendsms"
+    result = gateway.send(outgoing())
+    assert result.outcome == "transient"
+    assert result.error.startswith("kannel: ConnectionRefusedError")
+
+
+def test_timeout_is_transient(smsbox, gateway, settings):
+    settings.KANNEL_TIMEOUT_SECONDS = 0.2
+    smsbox.delay = 1.0
+    started = time.monotonic()
+    result = gateway.send(outgoing())
+    assert time.monotonic() - started < 0.9
+    assert (result.outcome, result.error) == ("transient", "kannel: TimeoutError: timed out")
+
+
+def test_a_bad_url_setting_is_transient(settings, gateway):
+    settings.KANNEL_SENDSMS_URL = "ftp://example.com/sendsms"
+    assert gateway.send(outgoing()) == gateways.SendResult("transient", error="KANNEL_SENDSMS_URL is not an http(s) URL")
+
+
+def test_one_kept_alive_connection_per_thread_and_reconnects_when_closed(smsbox, gateway):
+    for message_id in range(1, 6):
+        assert gateway.send(outgoing(message_id=message_id)).outcome == "accepted"
+    assert (len(smsbox.requests), smsbox.connections) == (5, 1)
+    smsbox.close_after_answer = True  # smsbox closes after this answer; the next send opens a new connection
+    assert gateway.send(outgoing(message_id=6)).outcome == "accepted"
+    smsbox.close_after_answer = False
+    assert gateway.send(outgoing(message_id=7)).outcome == "accepted"
+    assert (len(smsbox.requests), smsbox.connections) == (7, 2)
+    assert [q["dlr-url"][0].split("ref=")[1].split("&")[0] for _p, q, _r in smsbox.requests] == [
+        "1", "2", "3", "4", "5", "6", "7"]
+
+
+@pytest.mark.django_db
+def test_dispatched_through_kannel(smsbox, reader, clock, settings):
+    settings.SMS_GATEWAY = "kannel"
+    first = services.queue_sms(user=reader, body="Your code is 1234")
+    second = services.queue_sms(user=reader, body="Ďakujeme 😀")
+    result = dispatcher.run(budget_seconds=5)
+    assert (result.claimed, result.outcomes) == (2, {"sent": 2})
+    for message in (first, second):
+        message = M.objects.get(pk=message.pk)
+        assert (message.status, message.gateway, message.gateway_message_id, message.sent_at) == (
+            "sent", "kannel", str(message.pk), NOW)
+    sent = {q["dlr-url"][0]: (q["text"][0], q.get("coding")) for _p, q, _r in smsbox.requests}
+    assert sent == {
+        DLR_URL_42.replace("ref=42", f"ref={first.pk}"): ("Your code is 1234", None),
+        DLR_URL_42.replace("ref=42", f"ref={second.pk}"): ("Ďakujeme 😀", ["2"]),
+    }
+
+
+@pytest.mark.django_db
+def test_refusals_through_the_dispatcher(smsbox, reader, clock, settings):
+    settings.SMS_GATEWAY = "kannel"
+    settings.SMS_RETRY_DELAYS = "PT1M"
+    smsbox.reply = (403, "Not routable. Do not try again.")
+    refused = services.queue_sms(user=reader, body="one")
+    dispatcher.run(budget_seconds=5)
+    smsbox.reply = (503, "Temporal failure, try again later.")
+    busy = services.queue_sms(user=reader, body="two")
+    dispatcher.run(budget_seconds=5)
+    refused, busy = M.objects.get(pk=refused.pk), M.objects.get(pk=busy.pk)
+    assert (refused.status, refused.error_message) == ("rejected", "kannel 403: Not routable. Do not try again.")
+    assert (busy.status, busy.error_message, busy.attempts) == (
+        "queued", "kannel 503: Temporal failure, try again later.", 1)
+    assert busy.next_attempt_at == NOW + timedelta(minutes=1)
