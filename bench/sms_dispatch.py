@@ -48,7 +48,9 @@ from _common import PYTHON, ROOT, BenchError, log, postgres_url, stop_group
 
 _common.PREFIX = "sms_dispatch"
 GOAL = 0.8
-RECIPE = Path(os.environ.get("KANNEL_RECIPE_DIR") or ROOT.parent / "shared" / "kannel")
+RECIPE = Path(os.environ.get("KANNEL_RECIPE_DIR") or next(
+    (p for p in (ROOT.parent / "shared" / "kannel", Path("/work/shared/kannel")) if (p / "start.sh").exists()),
+    ROOT.parent / "shared" / "kannel"))
 SECRET = "bench-dlr-secret"
 TEXT = "Masthead: your morning edition is ready, read it at example.com/today"
 

@@ -67,7 +67,12 @@ start_redis() {
 }
 
 ensure_kannel() {
-  local recipe="${KANNEL_RECIPE_DIR:-$PWD/../shared/kannel}"
+  local recipe="${KANNEL_RECIPE_DIR:-}" candidate
+  if [ -z "$recipe" ]; then  # beside the checkout, or the workspace's shared folder
+    for candidate in "$PWD/../shared/kannel" /work/shared/kannel; do
+      if [ -x "$candidate/start.sh" ]; then recipe="$candidate"; break; fi
+    done
+  fi
   if [ ! -x "$recipe/start.sh" ]; then
     echo "no Kannel recipe at $recipe (the Kannel integration tests will fail under CI)" >&2
     return 0

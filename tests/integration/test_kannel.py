@@ -32,7 +32,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 M = SmsMessage
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-RECIPE = Path(os.environ.get("KANNEL_RECIPE_DIR") or PROJECT_ROOT.parent / "shared" / "kannel")
+RECIPE = Path(os.environ.get("KANNEL_RECIPE_DIR") or next(
+    (p for p in (PROJECT_ROOT.parent / "shared" / "kannel", Path("/work/shared/kannel")) if (p / "start.sh").exists()),
+    PROJECT_ROOT.parent / "shared" / "kannel"))
 SECRET = f"kannel-it-{uuid.uuid4().hex}"
 PHONE = "+421908123456"
 SHORT_NUMBER = "55555"
