@@ -95,7 +95,8 @@ class ChosenFilter(admin.SimpleListFilter):
     field = ""
 
     def label_of(self, pk: int) -> str | None:
-        raise NotImplementedError
+        """The chosen row's label (subclasses); None: no such row."""
+        return None
 
     def lookups(self, request, model_admin):
         value = self.value()
@@ -301,7 +302,7 @@ class ParentForm(forms.Form):
 
     def apply(self) -> str:
         """Call the service; the success message. A ``FamilyError`` becomes the form's error."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} does not say what it does")
 
 
 class CodeForm(ParentForm):

@@ -38,7 +38,7 @@ def to_international(raw: str) -> str:
 
 
 def operator_by_prefix(number: str) -> str | None:
-    """R-MT-8: the operator type of ``+421XXX…`` by its prefix, else None."""
+    """R-MT-8: the operator type of ``+421 9nn…`` by its three-digit prefix, else None."""
     international = to_international(number)
     if not international.startswith("+421"):
         return None
