@@ -218,3 +218,12 @@ def test_phone_numbers_and_login(client, make_user, catalog):
     refused = client.post("/api/v1/users/login", {"email": "0908123456", "password": "wrong"})
     assert (refused.status_code, refused.json()["code"]) == (400, "invalid_credential")
     assert client.login(username="+421908123456", password="correct-horse-1")
+
+
+def test_a_reader_with_that_account_number_buys_on_his_account(client, catalog, silent, clock, run_commits, make_user):
+    """A number not linked for premium SMS yet, but the account's own phone number: his account."""
+    jana = make_user(email="jana@example.com", phone_number="+421908123456")
+    buy_by_sms(client, run_commits)
+    assert InboundMessage.objects.get().user_id == jana.pk
+    assert Payment.objects.get().user_id == jana.pk
+    assert PhoneNumber.objects.get().user_id == jana.pk

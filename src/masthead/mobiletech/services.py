@@ -73,7 +73,11 @@ def user_by_phone(phone_number: str) -> User | None:
     raw = (phone_number or "").strip()
     local = "0" + raw[-9:] if raw.startswith("+") else raw
     row = PhoneNumber.objects.select_related("user").filter(phone_number=local).first()
-    return row.user if row else None
+    if row is not None:
+        return row.user
+    # a reader whose account number (E.164) is this one, not linked for premium SMS yet
+    return User.objects.filter(phone_number=numbers.to_international(local)).order_by("pk").first() \
+        if local.startswith("0") else None
 
 
 def login_resolver(identifier: str) -> User | None:
@@ -327,17 +331,18 @@ def receive(*, mobiletech_id: str, phone_from: str, phone_to: str = "", content:
 
 
 def _reader_for(inbound: InboundMessage) -> User:
-    """The reader who wrote in; a number nobody owns gets an account named by it."""
-    if inbound.user is not None:
-        return inbound.user
+    """The reader who wrote in, linked to the number for premium SMS; a number nobody owns gets an
+    account named by it."""
     local = numbers.to_local(inbound.phone_from)
-    user = user_by_phone(local)  # linked since the message came in (an import, staff)
+    user = inbound.user or user_by_phone(local)  # linked since the message came in (an import, staff)
     if user is None:
         user = user_services.create_user(email=f"{local}@sms.invalid", password=None, public_name=local,
                                          source="mobiletech")
+    if not PhoneNumber.objects.filter(Q(user=user) | Q(phone_number=local)).exists():
         PhoneNumber.objects.create(user=user, phone_number=local)
-    InboundMessage.objects.filter(pk=inbound.pk).update(user=user)
-    inbound.user = user
+    if inbound.user_id != user.pk:
+        InboundMessage.objects.filter(pk=inbound.pk).update(user=user)
+        inbound.user = user
     return user
 
 
