@@ -440,7 +440,7 @@ def insert(model, rows: list[dict], *, key: str | None = None) -> list[int] | No
            f"VALUES ({', '.join(['%s'] * len(fields))})")
     if key is not None and db.vendor == "postgresql":  # psycopg returns each row's id in order
         sql += f" RETURNING {quote(model._meta.pk.column)}"
-        with db.cursor() as cursor:
+        with db.cursor() as cursor, db.wrap_database_errors:  # the raw cursor: Django's error classes too
             cursor.cursor.executemany(sql, params, returning=True)
             pks = []
             while True:
