@@ -189,7 +189,7 @@ def _apply_report(found: tuple[int, str] | None, report: str | None, *, gateway:
     message_id, current = found
     if not status.can(current, services.REPORT_STATUSES[report]):  # a repeat or a late report: no write
         return _answer("ok: no change\n")
-    moved = services.record_report(message_id=message_id, report=report, detail=detail, at=at)
+    moved = services.record_report(message_id=message_id, report=report, detail=detail, at=at, known=current)
     return _answer(f"ok: {report}\n" if moved else "ok: no change\n")
 
 
@@ -212,7 +212,7 @@ def kannel_dlr(request: HttpRequest) -> HttpResponse:
     message_id = int(ref)
     found = None
     if report is not None and message_id < 2**63:
-        found = SmsMessage.objects.filter(pk=message_id, gateway="kannel").values_list("pk", "status").first()
+        found = services.status_of(message_id, gateway="kannel")
     detail = f"kannel dlr {bit}" + (f": {answer}" if answer else "")
     return _apply_report(found, report, gateway="Kannel", label=ref, detail=detail[:MAX_DETAIL], at=at)
 
