@@ -17,6 +17,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +35,50 @@ class BenchError(Exception):
 
 def log(message: str) -> None:
     print(f"[{PREFIX}] {message}", file=sys.stderr, flush=True)
+
+
+
+class Stopped(Exception):
+    """A bench run ended early: ``code`` is the exit status (1 error, 130 interrupted)."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+def load_average() -> tuple[float, float, float]:
+    """The load average before measuring, with a warning when the host is already busy."""
+    load = os.getloadavg()
+    if load[0] > (os.cpu_count() or 1) * 0.5:
+        log(f"warning: host already busy (load average {load[0]:.1f} on {os.cpu_count()} CPUs); "
+            "figures will be noisy")
+    return load
+
+
+@contextmanager
+def guarded() -> Iterator[ExitStack]:
+    """The body of a bench: Ctrl-C, SIGTERM and SIGHUP interrupt it, and everything put on the yielded
+    stack (servers, databases, temp dirs) is stopped at the end, which a second Ctrl-C cannot skip.
+    A BenchError or OSError is printed; either way ending early raises Stopped with the exit code."""
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, terminate)
+    stack = ExitStack()
+    try:
+        yield stack
+    except (BenchError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise Stopped(1) from exc
+    except KeyboardInterrupt:
+        print("interrupted; stopping", file=sys.stderr)
+        raise Stopped(130) from None
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.close()
 
 
 def free_port() -> int:

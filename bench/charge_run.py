@@ -32,12 +32,10 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
 from collections import Counter
-from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 
@@ -199,30 +197,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.count < 1 or args.workers < 2:
         parser.error("--count must be positive and --workers at least 2")
 
-    def terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
-    load_before = os.getloadavg()
-    if load_before[0] > (os.cpu_count() or 1) * 0.5:
-        log(f"warning: host already busy (load average {load_before[0]:.1f} on {os.cpu_count()} CPUs); "
-            "figures will be noisy")
-    stack = ExitStack()
+    load_before = _common.load_average()
     try:
-        database_url = postgres_url(stack)
-        var_dir = Path(tempfile.mkdtemp(prefix="masthead-bench-charge."))
-        stack.callback(shutil.rmtree, var_dir, ignore_errors=True)
-        setup_django(database_url, var_dir / "var", args.latency_ms)
-        results = measure(args)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; stopping", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stack.close()
+        with _common.guarded() as stack:
+            database_url = postgres_url(stack)
+            var_dir = Path(tempfile.mkdtemp(prefix="masthead-bench-charge."))
+            stack.callback(shutil.rmtree, var_dir, ignore_errors=True)
+            setup_django(database_url, var_dir / "var", args.latency_ms)
+            results = measure(args)
+    except _common.Stopped as stop:
+        return stop.code
 
     one = results["workers_1"]
     ratios = {}

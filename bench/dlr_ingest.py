@@ -288,29 +288,15 @@ def main(argv: list[str] | None = None) -> int:
         print("error: wrk is not installed; install it with `apt-get install -y wrk`", file=sys.stderr)
         return 2
 
-    def terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
-    load_before = os.getloadavg()
-    if load_before[0] > (os.cpu_count() or 1) * 0.5:
-        log(f"warning: host already busy (load average {load_before[0]:.1f} on {os.cpu_count()} CPUs); "
-            "figures will be noisy")
+    load_before = _common.load_average()
     results: dict = {}
-    stack = ExitStack()
     try:
-        extra = gunicorn_extra_options()
-        for db in databases:
-            results[db] = bench_database(db, args, wrk, extra, stack)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; stopping", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stack.close()
+        with _common.guarded() as stack:
+            extra = gunicorn_extra_options()
+            for db in databases:
+                results[db] = bench_database(db, args, wrk, extra, stack)
+    except _common.Stopped as stop:
+        return stop.code
 
     bad = False
     for db in databases:

@@ -36,13 +36,11 @@ import os
 import pstats
 import re
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 
@@ -291,30 +289,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.children < 1 or args.repeat < 1:
         parser.error("--children and --repeat must be positive")
 
-    def terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
-    load_before = os.getloadavg()
-    if load_before[0] > (os.cpu_count() or 1) * 0.5:
-        log(f"warning: host already busy (load average {load_before[0]:.1f} on {os.cpu_count()} CPUs); "
-            "figures will be noisy")
-    stack = ExitStack()
+    load_before = _common.load_average()
     try:
-        database_url = postgres_url(stack)
-        var_dir = Path(tempfile.mkdtemp(prefix="masthead-bench-family."))
-        stack.callback(shutil.rmtree, var_dir, ignore_errors=True)
-        setup_django(database_url, var_dir / "var")
-        results = measure(args)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; stopping", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stack.close()
+        with _common.guarded() as stack:
+            database_url = postgres_url(stack)
+            var_dir = Path(tempfile.mkdtemp(prefix="masthead-bench-family."))
+            stack.callback(shutil.rmtree, var_dir, ignore_errors=True)
+            setup_django(database_url, var_dir / "var")
+            results = measure(args)
+    except _common.Stopped as stop:
+        return stop.code
 
     runs = results["runs"]
     n = args.children

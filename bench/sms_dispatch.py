@@ -33,13 +33,11 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -336,48 +334,34 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.count <= 100_000 or not 1 <= args.concurrency <= 256 or args.budget > 1800:
         parser.error("--count 1..100000, --concurrency 1..256, --budget at most 1800")
 
-    def terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
-    load_before = os.getloadavg()
-    if load_before[0] > (os.cpu_count() or 1) * 0.5:
-        log(f"warning: host already busy (load average {load_before[0]:.1f} on {os.cpu_count()} CPUs); "
-            "figures will be noisy")
-    stack = ExitStack()
+    load_before = _common.load_average()
     results: dict = {}
     try:
-        work = Path(tempfile.mkdtemp(prefix="masthead-bench-sms."))
-        stack.callback(shutil.rmtree, work, ignore_errors=True)
-        sink = subprocess.Popen([PYTHON, "-c", SINK], stdout=subprocess.PIPE, text=True, start_new_session=True)
-        stack.callback(stop_group, sink)
-        sink_port = int(sink.stdout.readline().strip() or 0)
-        if not sink_port:
-            raise BenchError("the DLR sink did not start")
-        sink_url = f"http://127.0.0.1:{sink_port}"
-        kannel = Kannel(work, f"{sink_url}/mo")
-        stack.callback(kannel.stop)
-        log("starting a private Kannel")
-        kannel.start()
-        if args.raw_runs > 0:
-            log(f"raw ceiling: Kannel's bench.py, {args.raw_runs} runs of {args.count} requests")
-            results["raw"] = raw_ceiling(kannel, args)
-            log(f"raw ceiling with delivery reports: {args.count} requests shaped like ours")
-            results["raw_dlr"] = raw_with_reports(kannel, sink_url, args)
-        for db in databases:
-            database_url = postgres_url(stack) if db == "postgres" else None
-            results[db] = run_child(db, database_url, kannel, sink_url, work, args)
-        status, body = _common.http_get(f"{sink_url}/count")
-        results["dlr_callbacks_at_sink"] = int(body or 0) if status == 200 else None
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; stopping", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stack.close()
+        with _common.guarded() as stack:
+            work = Path(tempfile.mkdtemp(prefix="masthead-bench-sms."))
+            stack.callback(shutil.rmtree, work, ignore_errors=True)
+            sink = subprocess.Popen([PYTHON, "-c", SINK], stdout=subprocess.PIPE, text=True, start_new_session=True)
+            stack.callback(stop_group, sink)
+            sink_port = int(sink.stdout.readline().strip() or 0)
+            if not sink_port:
+                raise BenchError("the DLR sink did not start")
+            sink_url = f"http://127.0.0.1:{sink_port}"
+            kannel = Kannel(work, f"{sink_url}/mo")
+            stack.callback(kannel.stop)
+            log("starting a private Kannel")
+            kannel.start()
+            if args.raw_runs > 0:
+                log(f"raw ceiling: Kannel's bench.py, {args.raw_runs} runs of {args.count} requests")
+                results["raw"] = raw_ceiling(kannel, args)
+                log(f"raw ceiling with delivery reports: {args.count} requests shaped like ours")
+                results["raw_dlr"] = raw_with_reports(kannel, sink_url, args)
+            for db in databases:
+                database_url = postgres_url(stack) if db == "postgres" else None
+                results[db] = run_child(db, database_url, kannel, sink_url, work, args)
+            status, body = _common.http_get(f"{sink_url}/count")
+            results["dlr_callbacks_at_sink"] = int(body or 0) if status == 200 else None
+    except _common.Stopped as stop:
+        return stop.code
 
     raw = results.get("raw", {}).get("req_per_s", {}).get("median")
     raw_dlr = results.get("raw_dlr", {}).get("per_s")
