@@ -26,7 +26,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -180,42 +179,20 @@ def main(argv: list[str] | None = None, *, endpoints=ENDPOINTS, seed: str = CREA
               file=sys.stderr)
         return 2
 
-    def terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGHUP, terminate)
-
-    load_before = os.getloadavg()
-    if load_before[0] > (os.cpu_count() or 1) * 0.5:
-        log(f"warning: host already busy (load average {load_before[0]:.1f} on {os.cpu_count()} CPUs); "
-            "figures will be noisy")
+    load_before = _common.load_average()
     started = time.monotonic()
     base_name, subject = endpoints[0][0], endpoints[-1][0]
     results: dict[str, dict] = {}
-    stack = ExitStack()
-    code = 0
     try:
-        gunicorn_extra = gunicorn_extra_options()
-        for db in databases:
-            results[db] = bench_database(db, args, wrk, gunicorn_extra, stack, endpoints, seed)
-            for name, *_ in endpoints:
-                baseline = None if name == base_name else (f"{db}.{base_name}", results[db][base_name])
-                print(line(db, name, results[db][name], baseline), flush=True)
-    except (BenchError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt:
-        print("interrupted; stopping servers", file=sys.stderr)
-        code = 130
-    finally:
-        # A second Ctrl-C must not leave PostgreSQL or gunicorn behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stack.close()
-    if code:
-        return code
+        with _common.guarded() as stack:
+            gunicorn_extra = gunicorn_extra_options()
+            for db in databases:
+                results[db] = bench_database(db, args, wrk, gunicorn_extra, stack, endpoints, seed)
+                for name, *_ in endpoints:
+                    baseline = None if name == base_name else (f"{db}.{base_name}", results[db][base_name])
+                    print(line(db, name, results[db][name], baseline), flush=True)
+    except _common.Stopped as stop:
+        return stop.code
 
     ratios = {}
     if "postgres" in results and "sqlite" in results:

@@ -32,14 +32,12 @@ import asyncio
 import json
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from contextlib import ExitStack
 from pathlib import Path
 
 import _common
@@ -279,98 +277,84 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.duplicates < 1 or args.requests < 10:
         parser.error("--duplicates must be in [0, 1) and --requests at least 10")
 
-    def terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGHUP, terminate)
     rng = random.Random(7)
     fresh_count = round(args.requests * (1 - args.duplicates))
-    stack = ExitStack()
     code = 0
     try:
-        workdir = Path(tempfile.mkdtemp(prefix="masthead-bench-mobiletech."))
-        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-        env = app_env(workdir / "var", postgres_url(stack))
-        env["MOBILETECH_CLIENT"] = "mock"
-        env.pop("MOBILETECH_WEBHOOK_SECRET", None)
-        env.pop("MOBILETECH_ALLOWED_IPS", None)
-        log("migrating")
-        run([*MASTHEAD, "manage", "migrate", "--no-input", "--verbosity", "0"], env=env, what="migrate", timeout=300)
-        log(f"seeding {fresh_count} outbound messages through mobiletech.services.send (mock client)")
-        started = time.monotonic()
-        outbound_ids = seed_outbound(env, fresh_count, max(1, args.seed_processes))
-        log(f"seeded in {time.monotonic() - started:.0f} s")
-        server = Server(env, workdir, args.workers, gunicorn_extra_options())
-        stack.callback(server.stop)
-        server.wait_ready()
-        host, port = "127.0.0.1", server.port
-        hostport = f"{host}:{port}"
+        with _common.guarded() as stack:
+            workdir = Path(tempfile.mkdtemp(prefix="masthead-bench-mobiletech."))
+            stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+            env = app_env(workdir / "var", postgres_url(stack))
+            env["MOBILETECH_CLIENT"] = "mock"
+            env.pop("MOBILETECH_WEBHOOK_SECRET", None)
+            env.pop("MOBILETECH_ALLOWED_IPS", None)
+            log("migrating")
+            run([*MASTHEAD, "manage", "migrate", "--no-input", "--verbosity", "0"], env=env, what="migrate", timeout=300)
+            log(f"seeding {fresh_count} outbound messages through mobiletech.services.send (mock client)")
+            started = time.monotonic()
+            outbound_ids = seed_outbound(env, fresh_count, max(1, args.seed_processes))
+            log(f"seeded in {time.monotonic() - started:.0f} s")
+            server = Server(env, workdir, args.workers, gunicorn_extra_options())
+            stack.callback(server.stop)
+            server.wait_ready()
+            host, port = "127.0.0.1", server.port
+            hostport = f"{host}:{port}"
 
-        # workloads
-        prefix = f"bench-{uuid.uuid4().hex[:8]}-"
-        receive_ids = with_duplicates([f"{prefix}{n}" for n in range(fresh_count)], args.duplicates, rng)
-        receive_jobs = []
-        for n, mid in enumerate(receive_ids):
-            body = receive_body(mid, n)
-            receive_jobs.append((http_head("POST", WEBHOOK, hostport, body, "text/xml; charset=UTF-8"), body,
-                                 f"<id>{mid}</id>".encode()))
-        status_ids = with_duplicates(list(outbound_ids), args.duplicates, rng)
-        status_jobs = []
-        for n, mid in enumerate(status_ids):
-            body = status_body(mid, "D1" if n % 2 else "A0")
-            status_jobs.append((http_head("POST", WEBHOOK, hostport, body, "text/xml; charset=UTF-8"), body,
-                                f"<id>{mid}</id>".encode()))
-        health_head = http_head("GET", "/api/v1/health", hostport, b"")
-        health_jobs = [(health_head, b"", b'"ok"')] * args.requests
-        warm_ids = [f"warm-{uuid.uuid4().hex[:8]}-{n}" for n in range(200)]
-        warm_jobs = [(http_head("POST", WEBHOOK, hostport, receive_body(m, n), "text/xml"), receive_body(m, n),
-                      f"<id>{m}</id>".encode()) for n, m in enumerate(warm_ids)]
+            # workloads
+            prefix = f"bench-{uuid.uuid4().hex[:8]}-"
+            receive_ids = with_duplicates([f"{prefix}{n}" for n in range(fresh_count)], args.duplicates, rng)
+            receive_jobs = []
+            for n, mid in enumerate(receive_ids):
+                body = receive_body(mid, n)
+                receive_jobs.append((http_head("POST", WEBHOOK, hostport, body, "text/xml; charset=UTF-8"), body,
+                                     f"<id>{mid}</id>".encode()))
+            status_ids = with_duplicates(list(outbound_ids), args.duplicates, rng)
+            status_jobs = []
+            for n, mid in enumerate(status_ids):
+                body = status_body(mid, "D1" if n % 2 else "A0")
+                status_jobs.append((http_head("POST", WEBHOOK, hostport, body, "text/xml; charset=UTF-8"), body,
+                                    f"<id>{mid}</id>".encode()))
+            health_head = http_head("GET", "/api/v1/health", hostport, b"")
+            health_jobs = [(health_head, b"", b'"ok"')] * args.requests
+            warm_ids = [f"warm-{uuid.uuid4().hex[:8]}-{n}" for n in range(200)]
+            warm_jobs = [(http_head("POST", WEBHOOK, hostport, receive_body(m, n), "text/xml"), receive_body(m, n),
+                          f"<id>{m}</id>".encode()) for n, m in enumerate(warm_ids)]
 
-        log(f"gunicorn ({args.workers} workers) on {server.base}; {args.requests} requests per run over "
-            f"{args.connections} connections, {args.duplicates:.0%} duplicates")
-        asyncio.run(drive(host, port, health_jobs[:500] + warm_jobs, args.connections))  # warm-up
-        results = {}
-        for name, jobs in (("health", health_jobs), ("receive", receive_jobs), ("status", status_jobs)):
-            figures = asyncio.run(drive(host, port, jobs, args.connections))
-            if figures["not_ok"] or figures["error_count"]:
-                raise BenchError(f"{name}: {sum(figures['not_ok'].values())} requests not answered 200 with their "
-                                 f"id {figures['not_ok']}; errors {figures['errors']}\n{_common.tail(server.log_path)}")
-            results[name] = figures
-            print(figures_line(name, figures, args.connections, None if name == "health" else results["health"]), flush=True)
+            log(f"gunicorn ({args.workers} workers) on {server.base}; {args.requests} requests per run over "
+                f"{args.connections} connections, {args.duplicates:.0%} duplicates")
+            asyncio.run(drive(host, port, health_jobs[:500] + warm_jobs, args.connections))  # warm-up
+            results = {}
+            for name, jobs in (("health", health_jobs), ("receive", receive_jobs), ("status", status_jobs)):
+                figures = asyncio.run(drive(host, port, jobs, args.connections))
+                if figures["not_ok"] or figures["error_count"]:
+                    raise BenchError(f"{name}: {sum(figures['not_ok'].values())} requests not answered 200 with their "
+                                     f"id {figures['not_ok']}; errors {figures['errors']}\n{_common.tail(server.log_path)}")
+                results[name] = figures
+                print(figures_line(name, figures, args.connections, None if name == "health" else results["health"]), flush=True)
 
-        # stored once
-        receive_expected = Counter({mid: 1 for mid in receive_ids})
-        got = check(env, "receive", receive_expected, workdir, prefix)
-        ok_receive = got["wrong_count"] == 0 and got["extra_count"] == 0 and got["rows"] == len(receive_expected)
-        print(f"{_common.PREFIX}.postgres.receive.stored_once: {got['rows']} inbound rows for {len(receive_expected)} "
-              f"distinct ids in {len(receive_ids)} posts ({len(receive_ids) - len(receive_expected)} duplicates) -> "
-              f"{'ok' if ok_receive else 'WRONG ' + json.dumps(got)}", flush=True)
-        status_expected = Counter(status_ids)
-        for mid in outbound_ids:
-            status_expected[mid] += 1  # the mock client's own D1 at seeding
-        got = check(env, "status", status_expected, workdir)
-        ok_status = got["wrong_count"] == 0 and got["rows"] == len(outbound_ids) + len(status_ids)
-        print(f"{_common.PREFIX}.postgres.status.history: {got['rows']} status rows = {len(outbound_ids)} seeded + "
-              f"{len(status_ids)} posts ({len(status_ids) - len(outbound_ids)} repeated) for {got['ids']} messages, "
-              f"per message exact -> {'ok' if ok_status else 'WRONG ' + json.dumps(got)}", flush=True)
-        results["checks"] = {"receive": ok_receive, "status": ok_status}
-        if not (ok_receive and ok_status):
-            code = 1
-        if args.json:
-            Path(args.json).write_text(json.dumps({"benchmark": _common.PREFIX, "config": vars(args),
-                                                   "results": results}, indent=2) + "\n")
-    except (BenchError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt:
-        print("interrupted; stopping servers", file=sys.stderr)
-        code = 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stack.close()
+            # stored once
+            receive_expected = Counter({mid: 1 for mid in receive_ids})
+            got = check(env, "receive", receive_expected, workdir, prefix)
+            ok_receive = got["wrong_count"] == 0 and got["extra_count"] == 0 and got["rows"] == len(receive_expected)
+            print(f"{_common.PREFIX}.postgres.receive.stored_once: {got['rows']} inbound rows for {len(receive_expected)} "
+                  f"distinct ids in {len(receive_ids)} posts ({len(receive_ids) - len(receive_expected)} duplicates) -> "
+                  f"{'ok' if ok_receive else 'WRONG ' + json.dumps(got)}", flush=True)
+            status_expected = Counter(status_ids)
+            for mid in outbound_ids:
+                status_expected[mid] += 1  # the mock client's own D1 at seeding
+            got = check(env, "status", status_expected, workdir)
+            ok_status = got["wrong_count"] == 0 and got["rows"] == len(outbound_ids) + len(status_ids)
+            print(f"{_common.PREFIX}.postgres.status.history: {got['rows']} status rows = {len(outbound_ids)} seeded + "
+                  f"{len(status_ids)} posts ({len(status_ids) - len(outbound_ids)} repeated) for {got['ids']} messages, "
+                  f"per message exact -> {'ok' if ok_status else 'WRONG ' + json.dumps(got)}", flush=True)
+            results["checks"] = {"receive": ok_receive, "status": ok_status}
+            if not (ok_receive and ok_status):
+                code = 1
+            if args.json:
+                Path(args.json).write_text(json.dumps({"benchmark": _common.PREFIX, "config": vars(args),
+                                                       "results": results}, indent=2) + "\n")
+    except _common.Stopped as stop:
+        return stop.code
     return code
 
 
