@@ -54,6 +54,7 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
+from masthead.core.admin import ReadOnlyInline
 from masthead.core import clock
 from masthead.messaging import batches, queries, segments, services, templates
 from masthead.messaging.models import (
@@ -342,25 +343,6 @@ def install_user_action() -> None:
 
 
 # --- messages -----------------------------------------------------------------------------------------------
-
-
-class ReadOnlyInline(admin.TabularInline):
-    """Parts of a message, shown to whoever may see the message; never edited here."""
-
-    extra = 0
-    can_delete = False
-
-    def has_view_permission(self, request, obj=None):
-        return may_see_messages(request)
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class StatusHistoryInline(ReadOnlyInline):

@@ -34,6 +34,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
+from masthead.core.admin import ReadOnlyInline
 from masthead.messaging.admin import parse_json_object
 from masthead.mobiletech import catalog, numbers, services, statuses
 from masthead.mobiletech.models import (
@@ -282,28 +283,14 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset.filter(status="" if value == NO_STATUS else value)
 
 
-class StatusHistoryInline(admin.TabularInline):
+class StatusHistoryInline(ReadOnlyInline):
     model = OutboundStatus
     fields = readonly_fields = ("created_at", "status", "meaning")
-    extra = 0
-    can_delete = False
     verbose_name_plural = _("delivery reports")
 
     @admin.display(description=_("meaning"))
     def meaning(self, obj):
         return meaning_label(obj.status, obj.outbound.operator_type)
-
-    def has_view_permission(self, request, obj=None):
-        return any(request.user.has_perm(f"mobiletech.{action}_outboundmessage") for action in ("view", "change"))
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(OutboundMessage)

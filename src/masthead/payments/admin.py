@@ -24,6 +24,7 @@ from django.utils.formats import date_format
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from masthead.core.admin import ReadOnlyInline
 from masthead.payments import services
 from masthead.payments.models import Payment, PaymentGateway, PaymentItem, PaymentLog, PaymentMeta, RecurrentPayment
 from masthead.subscriptions.services import SubscriptionError
@@ -72,26 +73,6 @@ class NoteOnlyAdmin(admin.ModelAdmin):
 
     def construct_change_message(self, request, form, formsets, add=False):
         return construct_change_message(form, [], add)  # the read-only inlines were never saved
-
-
-class ReadOnlyInline(admin.TabularInline):
-    """Parts of a payment, shown to whoever may see the payment; never edited here."""
-
-    extra = 0
-    can_delete = False
-    show_change_link = False
-
-    def has_view_permission(self, request, obj=None):
-        return any(request.user.has_perm(f"payments.{action}_payment") for action in ("view", "change"))
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class PaymentItemInline(ReadOnlyInline):
