@@ -3,11 +3,18 @@ process). Add one with ``register(MyGateway)``; see ``base.py`` for the port."""
 
 from __future__ import annotations
 
-import threading
-
 from django.conf import settings
 
-from masthead.messaging.gateways.base import ACCEPTED, PERMANENT, TRANSIENT, Gateway, Outgoing, Report, SendResult
+from masthead.core.registry import Registry
+from masthead.messaging.gateways.base import (
+    ACCEPTED,
+    PERMANENT,
+    TRANSIENT,
+    Gateway,
+    Outgoing,
+    Report,
+    SendResult,
+)
 from masthead.messaging.gateways.http import HttpGateway
 from masthead.messaging.gateways.kannel import KannelGateway
 from masthead.messaging.gateways.simulated import SimulatedGateway
@@ -15,24 +22,12 @@ from masthead.messaging.gateways.simulated import SimulatedGateway
 __all__ = ["ACCEPTED", "PERMANENT", "TRANSIENT", "Gateway", "Outgoing", "Report", "SendResult", "current", "get",
            "register"]
 
-_classes: dict[str, type] = {}
-_instances: dict[str, Gateway] = {}
-_lock = threading.Lock()
-
-
-def register(cls: type) -> type:
-    _classes[cls.code] = cls
-    _instances.pop(cls.code, None)
-    return cls
+_registry = Registry("SMS gateway")
+register = _registry.register
 
 
 def get(code: str) -> Gateway:
-    with _lock:
-        if code not in _instances:
-            if code not in _classes:
-                raise LookupError(f"no SMS gateway '{code}' (known: {', '.join(sorted(_classes))})")
-            _instances[code] = _classes[code]()
-        return _instances[code]
+    return _registry.get(code)
 
 
 def current() -> Gateway:
