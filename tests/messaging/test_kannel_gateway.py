@@ -101,10 +101,10 @@ def test_the_exact_query_of_a_gsm7_message(smsbox, gateway):
     [(path, query, raw)] = smsbox.requests
     assert path == "/cgi-bin/sendsms"
     assert query == {"username": ["crm"], "password": ["p@ss word&"], "from": ["Masthead"], "to": ["+421908123456"],
-                     "text": ["Hello Jana"], "charset": ["UTF-8"], "dlr-mask": ["27"], "dlr-url": [DLR_URL_42]}
+                     "text": ["Hello Jana"], "charset": ["UTF-8"], "dlr-mask": ["19"], "dlr-url": [DLR_URL_42]}
     # Kannel's escapes travel as literal text inside one URL-encoded value: %d as %25d, & as %26
     assert raw == ("username=crm&password=p%40ss%20word%26&from=Masthead&to=%2B421908123456&text=Hello%20Jana"
-                   "&charset=UTF-8&dlr-mask=27&dlr-url=https%3A%2F%2Fcrm.example.com%2Fsms%2Fkannel%2Fdlr"
+                   "&charset=UTF-8&dlr-mask=19&dlr-url=https%3A%2F%2Fcrm.example.com%2Fsms%2Fkannel%2Fdlr"
                    "%3Fsecret%3Ds%2526cret%252F1%26ref%3D42%26status%3D%25d%26answer%3D%25A%26ts%3D%25T")
 
 
@@ -218,3 +218,123 @@ def test_refusals_through_the_dispatcher(smsbox, reader, clock, settings):
     assert (busy.status, busy.error_message, busy.attempts) == (
         "queued", "kannel 503: Temporal failure, try again later.", 1)
     assert busy.next_attempt_at == NOW + timedelta(minutes=1)
+
+
+# --- the HTTP reader, against answers written byte for byte ---------------------------------------------
+
+
+class RawSmsbox:
+    """Reads each request's head and writes the next scripted answer: ``(bytes, close_after)``."""
+
+    def __init__(self):
+        import socket
+
+        self.script: list[tuple[bytes, bool]] = []
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _connection(self, conn):
+        buffer = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, buffer = buffer.split(b"\r\n\r\n", 1)
+                self.requests.append(head)
+                answer, close = self.script.pop(0)
+                conn.sendall(answer)
+                if close:
+                    return
+
+    def close(self):
+        self.listener.close()
+
+
+@pytest.fixture
+def raw_smsbox(settings):
+    server = RawSmsbox()
+    settings.KANNEL_SENDSMS_URL = f"http://127.0.0.1:{server.listener.getsockname()[1]}/cgi-bin/sendsms"
+    settings.KANNEL_TIMEOUT_SECONDS = 2
+    yield server
+    server.close()
+
+
+ACCEPTED_ANSWER = b"HTTP/1.1 202 Accepted\r\nContent-Length: 24\r\nContent-type: text/html\r\n\r\n0: Accepted for delivery"
+
+
+def test_the_request_is_one_plain_get_with_host(raw_smsbox, gateway, settings):
+    raw_smsbox.script = [(ACCEPTED_ANSWER, False)]
+    assert gateway.send(outgoing()).outcome == "accepted"
+    [head] = raw_smsbox.requests
+    port = raw_smsbox.listener.getsockname()[1]
+    lines = head.decode().split("\r\n")
+    assert lines[0].startswith("GET /cgi-bin/sendsms?username=") and lines[0].endswith(" HTTP/1.1")
+    assert lines[1:] == [f"Host: 127.0.0.1:{port}", "Accept: text/plain"]
+
+
+def test_a_chunked_answer_is_read_whole_and_the_connection_kept(raw_smsbox, gateway):
+    chunked = (b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"8\r\nTemporal\r\n1a; ext=1\r\n failure, try again later.\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    raw_smsbox.script = [(chunked, False), (ACCEPTED_ANSWER, False)]
+    assert gateway.send(outgoing()) == gateways.SendResult(
+        "transient", error="kannel 503: Temporal failure, try again later.")
+    assert gateway.send(outgoing()).outcome == "accepted"
+    assert (len(raw_smsbox.requests), raw_smsbox.connections) == (2, 1)
+
+
+def test_an_answer_without_length_ends_with_the_connection(raw_smsbox, gateway):
+    raw_smsbox.script = [(b"HTTP/1.0 202 Accepted\r\n\r\n3: Queued for later delivery", True), (ACCEPTED_ANSWER, False)]
+    assert gateway.send(outgoing()).outcome == "accepted"
+    assert gateway.send(outgoing()).outcome == "accepted"
+    assert (len(raw_smsbox.requests), raw_smsbox.connections) == (2, 2)
+
+
+def test_an_http_1_0_answer_closes_unless_kept_alive(raw_smsbox, gateway):
+    raw_smsbox.script = [
+        (b"HTTP/1.0 202 Accepted\r\nContent-Length: 2\r\nConnection: Keep-Alive\r\n\r\n0:", False),
+        (b"HTTP/1.0 202 Accepted\r\nContent-Length: 2\r\n\r\n0:", False),
+        (ACCEPTED_ANSWER, False)]
+    for _ in range(3):
+        assert gateway.send(outgoing()).outcome == "accepted"
+    assert raw_smsbox.connections == 2
+
+
+def test_a_connection_closed_while_idle_is_retried_once_on_a_new_one(raw_smsbox, gateway):
+    """smsbox may drop a kept-alive connection without saying so: the request finds it closed before
+    any answer and goes once more on a fresh connection."""
+    raw_smsbox.script = [(ACCEPTED_ANSWER, True), (ACCEPTED_ANSWER, False)]
+    assert gateway.send(outgoing(message_id=1)).outcome == "accepted"
+    time.sleep(0.1)  # the server has closed by now
+    assert gateway.send(outgoing(message_id=2)) == gateways.SendResult("accepted", gateway_message_id="2")
+    assert (len(raw_smsbox.requests), raw_smsbox.connections) == (2, 2)
+
+
+@pytest.mark.parametrize(("answer", "error"), [
+    (b"hello\r\n\r\n", "kannel: ValueError: not an HTTP answer: 'hello'"),
+    (b"HTTP/1.1 202 Accepted\r\nContent-Length: 999999\r\n\r\n", "kannel: ValueError: answer of 999999 bytes"),
+    (b"HTTP/1.1 202 Accepted\r\nContent-Length: 24\r\n\r\n0: Acc",
+     "kannel: ConnectionError: closed in the middle of an answer"),
+    (b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "kannel: ValueError: invalid literal for "
+     "int() with base 16: b'zz'"),
+])
+def test_a_broken_answer_is_transient_and_not_retried(raw_smsbox, gateway, answer, error):
+    raw_smsbox.script = [(answer, True), (ACCEPTED_ANSWER, False)]
+    assert gateway.send(outgoing()) == gateways.SendResult("transient", error=error)
+    assert len(raw_smsbox.requests) == 1
+    assert gateway.send(outgoing()).outcome == "accepted"  # on a new connection
+    assert raw_smsbox.connections == 2

@@ -20,14 +20,14 @@ import queue
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, time as dtime, timedelta
+from datetime import UTC, datetime, time as dtime, timedelta
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Case, CharField, F, Q, Value, When
-from django.db.models.functions import Cast, Concat
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from masthead.core import clock
 from masthead.messaging import gateways, services
@@ -37,8 +37,9 @@ from masthead.payments.services import parse_durations
 logger = logging.getLogger(__name__)
 M = SmsMessage
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
-RECORD_CHUNK = 100  # accepted answers written together (one compare-and-set for the chunk)
+RECORD_CHUNK = 1000  # accepted answers written together (one compare-and-set for the chunk)
 RECORD_WITHIN = 0.2  # seconds an accepted answer waits at most before it is written
+POLL = 0.05  # seconds between looks at the senders' queue while answers are slow to come
 
 
 @dataclass
@@ -93,6 +94,29 @@ def release_lease(gateway_code: str) -> None:
 # --- claiming ----------------------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class Claimed:
+    """A message this dispatcher moved to ``sending``: what sending and recording it need."""
+
+    pk: int
+    phone_number: str
+    body: str
+    encoding: str
+    transactional: bool
+    valid_until: datetime | None
+    attempts: int
+    since: float = field(default_factory=time.monotonic)  # when claimed, on this process's monotonic clock
+
+
+def _aware(value) -> datetime | None:
+    """A datetime read by plain SQL: SQLite gives text in UTC, PostgreSQL an aware datetime."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is not None and timezone.is_naive(value):
+        value = timezone.make_aware(value, UTC)
+    return value
+
+
 def reclaim(now: datetime) -> int:
     """Messages whose dispatcher died while sending go back to the queue."""
     stale = list(M.objects.filter(status=M.SENDING, claimed_at__lt=now - timedelta(seconds=settings.SMS_LEASE_SECONDS))
@@ -107,22 +131,44 @@ def _due(now: datetime):
     return due.filter(urgent=True) if quiet_window(now) is not None else due
 
 
-@transaction.atomic
-def claim(*, gateway_code: str, limit: int, now: datetime) -> list[SmsMessage]:
-    """Due queued messages → sending, ours alone: PostgreSQL skips rows another claim holds; SQLite
-    serialises write transactions."""
-    due = _due(now).order_by("next_attempt_at", "pk")
+_HISTORY_COLUMNS = "message_id, old_status, new_status, detail, created_at"
+
+
+def claim(*, gateway_code: str, limit: int, now: datetime) -> list[Claimed]:
+    """Due queued messages → sending, ours alone, with their history rows; oldest due first.
+
+    One statement on PostgreSQL (the update and the history insert in one CTE; rows another claim
+    holds are skipped); on SQLite, which serialises write transactions, the update and then the
+    history rows in one transaction. Plain SQL: this runs for every message sent, and building the
+    ORM's statements and model instances cost more than running them."""
+    table, history = M._meta.db_table, SmsStatusChange._meta.db_table
+    when = connection.ops.adapt_datetimefield_value(now)
+    urgent = " AND urgent" if quiet_window(now) is not None else ""
+    due = (f"SELECT id FROM {table} WHERE status = %s AND next_attempt_at <= %s{urgent} "
+           "ORDER BY next_attempt_at, id LIMIT %s")
+    columns = ", ".join(f.column for f in (M._meta.pk, *(M._meta.get_field(name) for name in (
+        "phone_number", "body", "encoding", "transactional", "valid_until", "attempts"))))
+    update = (f"UPDATE {table} SET status = %s, claimed_at = %s, attempts = attempts + 1, gateway = %s, "
+              f"updated_at = %s WHERE status = %s AND {{due}} RETURNING {columns}")
+    params = [M.SENDING, when, gateway_code, when, M.QUEUED, M.QUEUED, when, limit]
     if connection.vendor == "postgresql":
-        due = due.select_for_update(skip_locked=True)
-    ids = list(due.values_list("pk", flat=True)[:limit])
-    if not ids:
-        return []
-    M.objects.filter(pk__in=ids, status=M.QUEUED).update(
-        status=M.SENDING, claimed_at=now, attempts=F("attempts") + 1, gateway=gateway_code, updated_at=now)
-    claimed = list(M.objects.filter(pk__in=ids, status=M.SENDING, claimed_at=now).order_by("pk"))
-    SmsStatusChange.objects.bulk_create([SmsStatusChange(message_id=m.pk, old_status=M.QUEUED, new_status=M.SENDING,
-                                                         detail=f"attempt {m.attempts}", created_at=now)
-                                         for m in claimed])
+        with connection.cursor() as cursor:  # one statement: atomic without a transaction around it
+            cursor.execute(
+                # ARRAY(...): the subquery runs once (an IN may run it again per row and claim more)
+                f"WITH claimed AS ({update.format(due=f'id = ANY(ARRAY({due} FOR UPDATE SKIP LOCKED))')}), "
+                f"logged AS (INSERT INTO {history} ({_HISTORY_COLUMNS}) "
+                f"SELECT id, %s, %s, 'attempt ' || attempts, %s FROM claimed) SELECT * FROM claimed",
+                [*params, M.QUEUED, M.SENDING, when])
+            rows = cursor.fetchall()
+    else:
+        with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+            cursor.execute(update.format(due=f"id IN ({due})"), params)
+            rows = cursor.fetchall()
+            cursor.executemany(f"INSERT INTO {history} ({_HISTORY_COLUMNS}) VALUES (%s, %s, %s, %s, %s)",
+                               [(row[0], M.QUEUED, M.SENDING, f"attempt {row[6]}", when) for row in rows])
+    claimed = [Claimed(pk, phone, body, encoding, bool(transactional), _aware(valid_until), attempts)
+               for pk, phone, body, encoding, transactional, valid_until, attempts in rows]
+    claimed.sort(key=lambda message: message.pk)
     return claimed
 
 
@@ -156,8 +202,15 @@ def _refusal(message: SmsMessage, now: datetime, opted_out: set[str]) -> tuple[s
     return None
 
 
-def record(message: SmsMessage, result: gateways.SendResult, now: datetime) -> str:
+TOO_LATE = gateways.SendResult("too_late", error="not sent within half the claim lease")
+
+
+def record(message: Claimed | SmsMessage, result: gateways.SendResult, now: datetime) -> str:
     """Write the gateway's answer for one claimed message; returns the outcome counted."""
+    if result is TOO_LATE:
+        services.transition(message.pk, M.QUEUED, detail=f"{result.error}: back in the queue", claimed_at=None,
+                            next_attempt_at=now, attempts=F("attempts") - 1)
+        return "requeued"
     if result.outcome == gateways.ACCEPTED:
         if not services.transition(message.pk, M.SENT, detail="accepted by the gateway", sent_at=now,
                                    gateway_message_id=result.gateway_message_id, claimed_at=None,
@@ -180,49 +233,47 @@ def record(message: SmsMessage, result: gateways.SendResult, now: datetime) -> s
     return "failed"
 
 
-def record_accepted(accepted: list[tuple[SmsMessage, gateways.SendResult]], now: datetime) -> int:
+def record_accepted(accepted: list[tuple[Claimed, gateways.SendResult]], now: datetime) -> int:
     """Write the gateway's "accepted" for many claimed messages at once: sending → sent for those
-    still sending (one locked compare-and-set and one history insert for the chunk, instead of a
-    transaction per message); a message a delivery report already moved keeps its status and only
-    gets the gateway's id, as in :func:`record`. Returns how many were written."""
+    still sending, with their gateway ids and history rows (one statement on PostgreSQL); a message
+    a delivery report already moved keeps its status and only gets the gateway's id, as in
+    :func:`record`. Returns how many answers were written.
+
+    The moved rows stay locked until the commit, so a report for one of them waits and then sees
+    "sent"."""
     ids = {message.pk: answer.gateway_message_id for message, answer in accepted}
-    with transaction.atomic():
-        still = M.objects.filter(pk__in=ids, status=M.SENDING).order_by("pk")
-        if connection.vendor == "postgresql":
-            still = still.select_for_update()  # a report waits for this chunk, then sees "sent"
-        moved = list(still.values_list("pk", flat=True))
-        if moved:
-            # Most gateways derive their id from ours ("42", "sim-42"): one UPDATE per such prefix sets
-            # it in SQL; any other ids go through one CASE (building many CASE branches is slow).
-            by_prefix: dict[str | None, list[int]] = {}
-            other: dict[int, str] = {}
-            for pk in moved:
-                gateway_id, own = ids[pk], str(pk)
-                if gateway_id is not None and gateway_id.endswith(own):
-                    by_prefix.setdefault(gateway_id[:-len(own)], []).append(pk)
-                elif gateway_id is None:
-                    by_prefix.setdefault(None, []).append(pk)
-                else:
-                    other[pk] = gateway_id
-            fields = {"status": M.SENT, "sent_at": now, "claimed_at": None, "error_message": "", "updated_at": now}
-            for prefix, pks in by_prefix.items():
-                own_id = Cast("pk", CharField()) if prefix is not None else Value(None, output_field=CharField())
-                M.objects.filter(pk__in=pks).update(
-                    gateway_message_id=Concat(Value(prefix), own_id, output_field=CharField()) if prefix else own_id,
-                    **fields)
-            if other:
-                M.objects.filter(pk__in=other).update(
-                    gateway_message_id=Case(*(When(pk=pk, then=Value(gid)) for pk, gid in other.items()),
-                                            output_field=CharField()), **fields)
-            SmsStatusChange.objects.bulk_create([
-                SmsStatusChange(message_id=pk, old_status=M.SENDING, new_status=M.SENT,
-                                detail="accepted by the gateway", created_at=now) for pk in moved])
-        for pk in ids.keys() - set(moved):  # overtaken by a delivery report
-            M.objects.filter(pk=pk, gateway_message_id__isnull=True).update(gateway_message_id=ids[pk])
+    table, history = M._meta.db_table, SmsStatusChange._meta.db_table
+    when = connection.ops.adapt_datetimefield_value(now)
+    detail = "accepted by the gateway"
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:  # one statement: atomic without a transaction around it
+            cursor.execute(
+                f"WITH moved AS (UPDATE {table} AS m SET status = %s, sent_at = %s, claimed_at = NULL, "
+                "error_message = '', updated_at = %s, gateway_message_id = a.gid "
+                "FROM unnest(%s::bigint[], %s::text[]) AS a(id, gid) WHERE m.id = a.id AND m.status = %s "
+                f"RETURNING m.id), logged AS (INSERT INTO {history} ({_HISTORY_COLUMNS}) "
+                "SELECT id, %s, %s, %s, %s FROM moved) SELECT id FROM moved",
+                [M.SENT, when, when, list(ids), list(ids.values()), M.SENDING, M.SENDING, M.SENT, detail, when])
+            moved = {row[0] for row in cursor.fetchall()}
+    else:
+        with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+            cursor.execute(f"SELECT id FROM {table} WHERE status = %s AND id IN ({', '.join(['%s'] * len(ids))})",
+                           [M.SENDING, *ids])
+            moved = {row[0] for row in cursor.fetchall()}
+            cursor.executemany(f"UPDATE {table} SET status = %s, sent_at = %s, claimed_at = NULL, error_message = '', "
+                               "updated_at = %s, gateway_message_id = %s WHERE id = %s",
+                               [(M.SENT, when, when, ids[pk], pk) for pk in moved])
+            cursor.executemany(f"INSERT INTO {history} ({_HISTORY_COLUMNS}) VALUES (%s, %s, %s, %s, %s)",
+                               [(pk, M.SENDING, M.SENT, detail, when) for pk in moved])
+    overtaken = [(ids[pk], pk) for pk in ids.keys() - moved if ids[pk] is not None]
+    if overtaken:  # by a delivery report: only the gateway's id is missing
+        with connection.cursor() as cursor:
+            cursor.executemany(f"UPDATE {table} SET gateway_message_id = %s WHERE id = %s "
+                               "AND gateway_message_id IS NULL", overtaken)
     return len(ids)
 
 
-def _send(gateway, limiter: RateLimiter, message: SmsMessage) -> gateways.SendResult:
+def _send(gateway, limiter: RateLimiter, message: Claimed) -> gateways.SendResult:
     limiter.acquire()
     try:
         return gateway.send(gateways.Outgoing(message.pk, message.phone_number, message.body, message.encoding))
@@ -231,11 +282,97 @@ def _send(gateway, limiter: RateLimiter, message: SmsMessage) -> gateways.SendRe
         return gateways.SendResult(gateways.TRANSIENT, error=f"adapter error: {exc}"[:500])
 
 
-def send_claimed(claimed: list[SmsMessage], gateway, limiter: RateLimiter, pool: ThreadPoolExecutor,
-                 result: DispatchResult) -> None:
-    now = clock.now()
-    opted_out = set(OptOut.objects.filter(phone_number__in={m.phone_number for m in claimed})
-                    .values_list("phone_number", flat=True))
+class Senders:
+    """``count`` threads that send the messages put on ``todo``, each one at a time on its own
+    connection, and put ``(message, answer)`` on ``answers``. Only the dispatcher's thread touches
+    the database: the senders need none."""
+
+    def __init__(self, gateway, limiter: RateLimiter, count: int):
+        self.todo: queue.SimpleQueue = queue.SimpleQueue()
+        self.answers: queue.SimpleQueue = queue.SimpleQueue()
+        self.in_flight = 0  # put on todo and not yet taken from answers
+        self.threads = [threading.Thread(target=self._work, args=(gateway, limiter), name=f"sms-send-{n}", daemon=True)
+                        for n in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def _work(self, gateway, limiter: RateLimiter) -> None:
+        while (message := self.todo.get()) is not None:
+            if time.monotonic() - message.since > settings.SMS_LEASE_SECONDS / 2:
+                # waited so long for a sender (a slow gateway) that the claim lease may run out
+                # while sending, and another dispatcher send it too: put it back instead
+                self.answers.put((message, TOO_LATE))
+            else:
+                self.answers.put((message, _send(gateway, limiter, message)))
+
+    def submit(self, messages: list[Claimed]) -> None:
+        for message in messages:
+            self.todo.put(message)
+        self.in_flight += len(messages)
+
+    def waiting(self) -> int:
+        """Messages no sender has taken yet."""
+        return self.todo.qsize()
+
+    def answer(self, timeout: float | None) -> tuple[Claimed, gateways.SendResult] | None:
+        try:
+            item = self.answers.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        self.in_flight -= 1
+        return item
+
+    def close(self) -> int:
+        """Stop the threads; returns how many messages no sender took (left only after an error)."""
+        unsent = 0
+        while True:
+            try:
+                unsent += self.todo.get_nowait() is not None
+            except queue.Empty:
+                break
+        for _ in self.threads:
+            self.todo.put(None)
+        for thread in self.threads:
+            thread.join()
+        return unsent
+
+
+class Recorder:
+    """Writes the answers as they come: refusals and transient errors one by one, acceptances in
+    chunks (at most RECORD_CHUNK, none waiting longer than RECORD_WITHIN seconds), so that writing
+    keeps up with the senders instead of costing a transaction per message."""
+
+    def __init__(self, result: DispatchResult):
+        self.result = result
+        self.accepted: list[tuple[Claimed, gateways.SendResult]] = []
+        self.oldest = 0.0
+
+    def wait(self) -> float | None:
+        """How long the next answer may be waited for before the pending chunk is due."""
+        return None if not self.accepted else max(0.0, self.oldest + RECORD_WITHIN - time.monotonic())
+
+    def add(self, message: Claimed, answer: gateways.SendResult) -> None:
+        if answer.outcome != gateways.ACCEPTED:
+            self.result.count(record(message, answer, clock.now()))
+            return
+        if not self.accepted:
+            self.oldest = time.monotonic()
+        self.accepted.append((message, answer))
+        if len(self.accepted) >= RECORD_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.accepted:
+            self.result.count("sent", record_accepted(self.accepted, clock.now()))
+            self.accepted = []
+
+
+def screen(claimed: list[Claimed], now: datetime, result: DispatchResult) -> list[Claimed]:
+    """The claimed messages that may go out: the expired and, unless transactional, those to an
+    opted-out number are closed here and never reach the gateway."""
+    numbers = {m.phone_number for m in claimed if not m.transactional}
+    opted_out = set(OptOut.objects.filter(phone_number__in=numbers).values_list("phone_number", flat=True)) \
+        if numbers else set()
     sendable = []
     for message in claimed:
         refusal = _refusal(message, now, opted_out)
@@ -244,34 +381,7 @@ def send_claimed(claimed: list[SmsMessage], gateway, limiter: RateLimiter, pool:
         else:
             services.transition(message.pk, refusal[0], detail=refusal[1], error_message=refusal[1], claimed_at=None)
             result.count(refusal[0])
-    # Answers are written as they come: refusals and transient errors one by one, acceptances in
-    # chunks (at most RECORD_CHUNK, none older than RECORD_WITHIN seconds), so the writing keeps up
-    # with the senders instead of costing a transaction per message in this one thread.
-    answers: queue.SimpleQueue = queue.SimpleQueue()
-    for message in sendable:
-        pool.submit(_send, gateway, limiter, message).add_done_callback(
-            lambda future, message=message: answers.put((message, future)))
-    accepted: list[tuple[SmsMessage, gateways.SendResult]] = []
-    oldest = 0.0
-    for left in range(len(sendable), 0, -1):
-        while True:
-            wait = None if not accepted else max(0.0, oldest + RECORD_WITHIN - time.monotonic())
-            try:
-                message, future = answers.get(timeout=wait)
-                break
-            except queue.Empty:
-                result.count("sent", record_accepted(accepted, clock.now()))
-                accepted = []
-        answer = future.result()
-        if answer.outcome == gateways.ACCEPTED:
-            if not accepted:
-                oldest = time.monotonic()
-            accepted.append((message, answer))
-        else:
-            result.count(record(message, answer, clock.now()))
-        if accepted and (len(accepted) >= RECORD_CHUNK or left == 1):
-            result.count("sent", record_accepted(accepted, clock.now()))
-            accepted = []
+    return sendable
 
 
 def settle_reports(gateway, now: datetime, limit: int = 5000) -> int:
@@ -287,33 +397,54 @@ def settle_reports(gateway, now: datetime, limit: int = 5000) -> int:
     return len(reports)
 
 
+def claim_size() -> int:
+    """Messages claimed at a time: SMS_BATCH_SIZE, but no more than the rate limit lets out in a
+    quarter of the claim lease."""
+    size = max(1, settings.SMS_BATCH_SIZE)
+    if settings.SMS_RATE_PER_SECOND > 0:
+        size = min(size, max(1, int(settings.SMS_RATE_PER_SECOND * settings.SMS_LEASE_SECONDS / 4)))
+    return size
+
+
 def run(*, budget_seconds: float | None = None, gateway_code: str | None = None, again: bool = True
         ) -> DispatchResult:
-    """Send everything due, for at most ``budget_seconds`` (default SMS_DISPATCH_SECONDS)."""
+    """Send everything due, for at most ``budget_seconds`` (default SMS_DISPATCH_SECONDS).
+
+    The senders never wait for the database: the next batch is claimed while the last one is still
+    going out (when fewer than a batch wait for a sender), and answers are recorded as they come."""
     gateway = gateways.get(gateway_code or settings.SMS_GATEWAY)
     result = DispatchResult()
     if not acquire_lease(gateway.code, clock.now()):
         result.skipped = True
         return result
     deadline = time.monotonic() + (settings.SMS_DISPATCH_SECONDS if budget_seconds is None else budget_seconds)
-    limiter = RateLimiter(settings.SMS_RATE_PER_SECOND)
+    size = claim_size()
+    senders = Senders(gateway, RateLimiter(settings.SMS_RATE_PER_SECOND), max(1, settings.SMS_CONCURRENCY))
+    recorder = Recorder(result)
+    claiming = True
     try:
-        with ThreadPoolExecutor(max_workers=max(1, settings.SMS_CONCURRENCY),
-                                thread_name_prefix="sms-send") as pool:
-            while time.monotonic() < deadline:
-                now = clock.now()
-                if not acquire_lease(gateway.code, now):  # renewed each round; lost only if we stalled
+        while True:
+            if claiming and senders.waiting() < size:
+                claiming = _claim_round(gateway, size, deadline, senders, result)
+            if not senders.in_flight:
+                if not claiming:
                     break
-                result.reclaimed += reclaim(now)
-                # the time after reclaiming: a message reclaimed and claimed again keeps its history in order
-                claimed = claim(gateway_code=gateway.code, limit=settings.SMS_BATCH_SIZE, now=clock.now())
-                result.claimed += len(claimed)
-                if claimed:
-                    send_claimed(claimed, gateway, limiter, pool, result)
-                result.reports += settle_reports(gateway, clock.now())
-                if not claimed:
-                    break
+                continue
+            wait = recorder.wait()
+            if claiming:  # look again soon whether the senders need the next batch
+                wait = POLL if wait is None else min(wait, POLL)
+            answered = senders.answer(wait)
+            if answered is None:
+                recorder.flush()
+            else:
+                recorder.add(*answered)
+        recorder.flush()
+        result.reports += settle_reports(gateway, clock.now())
     finally:
+        unsent = senders.close()  # after an error: what no sender took stays claimed, reclaimed later
+        if unsent:
+            logger.warning("SMS dispatcher stopped with %s claimed messages unsent; they go out after the lease",
+                           unsent)
         release_lease(gateway.code)
         if not connection.in_atomic_block:  # never close a connection under a caller's transaction
             close_old_connections()
@@ -328,3 +459,18 @@ def run(*, budget_seconds: float | None = None, gateway_code: str | None = None,
         for outcome, count in more.outcomes.items():
             result.outcomes[outcome] = result.outcomes.get(outcome, 0) + count
     return result
+
+
+def _claim_round(gateway, size: int, deadline: float, senders: Senders, result: DispatchResult) -> bool:
+    """Renew the lease, reclaim what dead dispatchers left, claim a batch and hand it to the senders.
+    False: stop claiming (time is up, the lease is lost, or nothing is due)."""
+    now = clock.now()
+    if time.monotonic() >= deadline or not acquire_lease(gateway.code, now):
+        return False
+    result.reclaimed += reclaim(now)
+    # the time after reclaiming: a message reclaimed and claimed again keeps its history in order
+    claimed = claim(gateway_code=gateway.code, limit=size, now=clock.now())
+    result.claimed += len(claimed)
+    senders.submit(screen(claimed, clock.now(), result))
+    result.reports += settle_reports(gateway, clock.now())
+    return bool(claimed)
