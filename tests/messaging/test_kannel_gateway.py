@@ -338,3 +338,102 @@ def test_a_broken_answer_is_transient_and_not_retried(raw_smsbox, gateway, answe
     assert len(raw_smsbox.requests) == 1
     assert gateway.send(outgoing()).outcome == "accepted"  # on a new connection
     assert raw_smsbox.connections == 2
+
+
+# --- many requests in flight from one thread (the dispatcher's way) --------------------------------------
+
+
+class Work:
+    """What the dispatcher gives ``pump``: messages to take, and a place for each answer."""
+
+    def __init__(self, messages):
+        self.todo = list(messages)
+        self.answers: dict[int, gateways.SendResult] = {}
+
+    def take(self, block):
+        return (self.todo[0].message_id, self.todo.pop(0)) if self.todo else None
+
+    def give(self, item, result):
+        assert item not in self.answers, "answered twice"
+        self.answers[item] = result
+
+
+def test_pump_sends_everything_on_at_most_concurrency_connections(smsbox, gateway):
+    smsbox.delay = 0.05  # so that requests overlap
+    work = Work(outgoing(message_id=n) for n in range(1, 21))
+    started = time.monotonic()
+    gateway.pump(work, 5)
+    assert time.monotonic() - started < 0.05 * 20 / 2  # not one after another
+    assert work.answers == {n: gateways.SendResult("accepted", gateway_message_id=str(n)) for n in range(1, 21)}
+    refs = sorted(int(q["dlr-url"][0].split("ref=")[1].split("&")[0]) for _p, q, _r in smsbox.requests)
+    assert refs == list(range(1, 21))
+    assert smsbox.connections == 5  # kept alive and reused
+
+
+def test_pump_answers_each_message_with_its_own_outcome(smsbox, gateway):
+    work = Work([outgoing(message_id=1)])
+    gateway.pump(work, 3)
+    smsbox.reply = (403, "Not routable. Do not try again.")
+    work2 = Work([outgoing(message_id=2)])
+    gateway.pump(work2, 3)
+    assert work.answers == {1: gateways.SendResult("accepted", gateway_message_id="1")}
+    assert work2.answers == {2: gateways.SendResult("permanent", error="kannel 403: Not routable. Do not try again.")}
+
+
+def test_pump_times_out_each_request_without_holding_up_the_others(smsbox, gateway, settings):
+    settings.KANNEL_TIMEOUT_SECONDS = 0.2
+    smsbox.delay = 1.0
+    work = Work(outgoing(message_id=n) for n in range(1, 4))
+    started = time.monotonic()
+    gateway.pump(work, 3)
+    assert time.monotonic() - started < 0.9
+    assert work.answers == {n: gateways.SendResult("transient", error="kannel: TimeoutError: timed out")
+                            for n in range(1, 4)}
+
+
+def test_pump_retries_once_on_a_connection_smsbox_closed(raw_smsbox, gateway):
+    raw_smsbox.script = [(ACCEPTED_ANSWER, True), (ACCEPTED_ANSWER, False)]
+    work = Work([outgoing(message_id=1)])
+    gateway.pump(work, 1)
+    time.sleep(0.1)
+    work.todo = [outgoing(message_id=2)]
+    gateway.pump(work, 1)
+    assert work.answers == {1: gateways.SendResult("accepted", gateway_message_id="1"),
+                            2: gateways.SendResult("accepted", gateway_message_id="2")}
+    assert (len(raw_smsbox.requests), raw_smsbox.connections) == (2, 2)
+
+
+def test_pump_reads_broken_answers_as_transient(raw_smsbox, gateway):
+    raw_smsbox.script = [(b"HTTP/1.1 202 Accepted\r\nContent-Length: 24\r\n\r\n0: Acc", True)]
+    work = Work([outgoing(message_id=1)])
+    gateway.pump(work, 2)
+    assert work.answers == {1: gateways.SendResult("transient",
+                                                   error="kannel: ConnectionError: closed in the middle of an answer")}
+
+
+def test_pump_with_nowhere_to_send(settings, gateway):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings.KANNEL_SENDSMS_URL = f"http://127.0.0.1:{port}/cgi-bin/sendsms"
+    work = Work(outgoing(message_id=n) for n in (1, 2))
+    gateway.pump(work, 2)
+    assert {n: r.error.split(":")[1].strip() for n, r in work.answers.items()} == {
+        1: "ConnectionRefusedError", 2: "ConnectionRefusedError"}
+    settings.KANNEL_SENDSMS_URL = "ftp://example.com/sendsms"
+    work = Work([outgoing(message_id=3)])
+    gateway.pump(work, 2)
+    assert work.answers == {3: gateways.SendResult("transient", error="KANNEL_SENDSMS_URL is not an http(s) URL")}
+
+
+def test_parse_answer_waits_for_the_whole_answer():
+    from masthead.messaging.gateways.kannel import parse_answer
+
+    whole = ACCEPTED_ANSWER + b"HTTP/1.1"
+    for cut in range(len(ACCEPTED_ANSWER)):
+        assert parse_answer(whole[:cut], ended=False) is None
+    answer = parse_answer(whole, ended=False)
+    assert (answer.status, answer.body, answer.keep_alive, answer.rest) == (
+        202, b"0: Accepted for delivery", True, b"HTTP/1.1")

@@ -21,13 +21,11 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time as dtime, timedelta
+from datetime import datetime, time as dtime, timedelta
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Q
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from masthead.core import clock
 from masthead.messaging import gateways, services
@@ -103,18 +101,9 @@ class Claimed:
     body: str
     encoding: str
     transactional: bool
-    valid_until: datetime | None
+    expired: bool  # its validity had passed when it was claimed
     attempts: int
     since: float = field(default_factory=time.monotonic)  # when claimed, on this process's monotonic clock
-
-
-def _aware(value) -> datetime | None:
-    """A datetime read by plain SQL: SQLite gives text in UTC, PostgreSQL an aware datetime."""
-    if isinstance(value, str):
-        value = parse_datetime(value)
-    if value is not None and timezone.is_naive(value):
-        value = timezone.make_aware(value, UTC)
-    return value
 
 
 def reclaim(now: datetime) -> int:
@@ -146,11 +135,10 @@ def claim(*, gateway_code: str, limit: int, now: datetime) -> list[Claimed]:
     urgent = " AND urgent" if quiet_window(now) is not None else ""
     due = (f"SELECT id FROM {table} WHERE status = %s AND next_attempt_at <= %s{urgent} "
            "ORDER BY next_attempt_at, id LIMIT %s")
-    columns = ", ".join(f.column for f in (M._meta.pk, *(M._meta.get_field(name) for name in (
-        "phone_number", "body", "encoding", "transactional", "valid_until", "attempts"))))
     update = (f"UPDATE {table} SET status = %s, claimed_at = %s, attempts = attempts + 1, gateway = %s, "
-              f"updated_at = %s WHERE status = %s AND {{due}} RETURNING {columns}")
-    params = [M.SENDING, when, gateway_code, when, M.QUEUED, M.QUEUED, when, limit]
+              "updated_at = %s WHERE status = %s AND {due} RETURNING id, phone_number, body, encoding, transactional, "
+              "valid_until IS NOT NULL AND valid_until <= %s, attempts")
+    params = [M.SENDING, when, gateway_code, when, M.QUEUED, M.QUEUED, when, limit, when]
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:  # one statement: atomic without a transaction around it
             cursor.execute(
@@ -166,8 +154,8 @@ def claim(*, gateway_code: str, limit: int, now: datetime) -> list[Claimed]:
             rows = cursor.fetchall()
             cursor.executemany(f"INSERT INTO {history} ({_HISTORY_COLUMNS}) VALUES (%s, %s, %s, %s, %s)",
                                [(row[0], M.QUEUED, M.SENDING, f"attempt {row[6]}", when) for row in rows])
-    claimed = [Claimed(pk, phone, body, encoding, bool(transactional), _aware(valid_until), attempts)
-               for pk, phone, body, encoding, transactional, valid_until, attempts in rows]
+    claimed = [Claimed(pk, phone, body, encoding, bool(transactional), bool(expired), attempts)
+               for pk, phone, body, encoding, transactional, expired, attempts in rows]
     claimed.sort(key=lambda message: message.pk)
     return claimed
 
@@ -194,8 +182,8 @@ class RateLimiter:
             time.sleep(wait)
 
 
-def _refusal(message: SmsMessage, now: datetime, opted_out: set[str]) -> tuple[str, str] | None:
-    if message.valid_until is not None and message.valid_until <= now:
+def _refusal(message: Claimed, opted_out: set[str]) -> tuple[str, str] | None:
+    if message.expired:
         return M.EXPIRED, "validity passed before sending"
     if not message.transactional and message.phone_number in opted_out:
         return M.REJECTED, "opted_out"
@@ -273,37 +261,74 @@ def record_accepted(accepted: list[tuple[Claimed, gateways.SendResult]], now: da
     return len(ids)
 
 
-def _send(gateway, limiter: RateLimiter, message: Claimed) -> gateways.SendResult:
-    limiter.acquire()
+def _outgoing(message: Claimed) -> gateways.Outgoing:
+    return gateways.Outgoing(message.pk, message.phone_number, message.body, message.encoding)
+
+
+def _send(gateway, message: Claimed, outgoing: gateways.Outgoing) -> gateways.SendResult:
     try:
-        return gateway.send(gateways.Outgoing(message.pk, message.phone_number, message.body, message.encoding))
+        return gateway.send(outgoing)
     except Exception as exc:  # an adapter bug must not leave the message claimed
         logger.exception("SMS gateway %s raised on message %s", gateway.code, message.pk)
         return gateways.SendResult(gateways.TRANSIENT, error=f"adapter error: {exc}"[:500])
 
 
 class Senders:
-    """``count`` threads that send the messages put on ``todo``, each one at a time on its own
-    connection, and put ``(message, answer)`` on ``answers``. Only the dispatcher's thread touches
-    the database: the senders need none."""
+    """Send the messages put on ``todo`` and put ``(message, answer)`` on ``answers``: through the
+    gateway's ``pump`` on one thread when it has one (many requests in flight from one thread), else
+    on ``count`` threads each sending one message at a time. Only the dispatcher's thread touches the
+    database: the senders need none."""
 
     def __init__(self, gateway, limiter: RateLimiter, count: int):
         self.todo: queue.SimpleQueue = queue.SimpleQueue()
         self.answers: queue.SimpleQueue = queue.SimpleQueue()
+        self.limiter = limiter
         self.in_flight = 0  # put on todo and not yet taken from answers
-        self.threads = [threading.Thread(target=self._work, args=(gateway, limiter), name=f"sms-send-{n}", daemon=True)
-                        for n in range(count)]
+        self.closed = False  # the pump has seen the end of the work
+        if hasattr(gateway, "pump"):
+            self.threads = [threading.Thread(target=self._pump, args=(gateway, count), name="sms-pump", daemon=True)]
+        else:
+            self.threads = [threading.Thread(target=self._work, args=(gateway,), name=f"sms-send-{n}", daemon=True)
+                            for n in range(count)]
         for thread in self.threads:
             thread.start()
 
-    def _work(self, gateway, limiter: RateLimiter) -> None:
-        while (message := self.todo.get()) is not None:
+    # --- the senders' side ---
+
+    def take(self, block: bool) -> tuple[Claimed, gateways.Outgoing] | None:
+        """The next message to send (after the rate limit's wait); None: nothing now (``block`` False)
+        or no more (``block`` True)."""
+        while not self.closed:
+            try:
+                message = self.todo.get() if block else self.todo.get_nowait()
+            except queue.Empty:
+                return None
+            if message is None:
+                self.closed = True
+                break
             if time.monotonic() - message.since > settings.SMS_LEASE_SECONDS / 2:
                 # waited so long for a sender (a slow gateway) that the claim lease may run out
                 # while sending, and another dispatcher send it too: put it back instead
-                self.answers.put((message, TOO_LATE))
-            else:
-                self.answers.put((message, _send(gateway, limiter, message)))
+                self.give(message, TOO_LATE)
+                continue
+            self.limiter.acquire()
+            return message, _outgoing(message)
+        return None
+
+    def give(self, message: Claimed, answer: gateways.SendResult) -> None:
+        self.answers.put((message, answer))
+
+    def _work(self, gateway) -> None:
+        while (taken := self.take(block=True)) is not None:
+            self.give(taken[0], _send(gateway, *taken))
+
+    def _pump(self, gateway, concurrency: int) -> None:
+        try:
+            gateway.pump(self, concurrency)
+        except Exception:  # what it had in flight is answered; the dispatcher sees the senders gone
+            logger.exception("SMS gateway %s stopped sending", gateway.code)
+
+    # --- the dispatcher's side ---
 
     def submit(self, messages: list[Claimed]) -> None:
         for message in messages:
@@ -315,15 +340,24 @@ class Senders:
         return self.todo.qsize()
 
     def answer(self, timeout: float | None) -> tuple[Claimed, gateways.SendResult] | None:
-        try:
-            item = self.answers.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        """The next answer, or None after ``timeout`` seconds (None: wait as long as it takes).
+        RuntimeError when every sender is gone with messages unanswered."""
+        until = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 1.0 if until is None else min(1.0, until - time.monotonic())
+            try:
+                item = self.answers.get(timeout=max(0.0, left))
+                break
+            except queue.Empty:
+                if not any(thread.is_alive() for thread in self.threads) and self.answers.empty():
+                    raise RuntimeError("the SMS senders stopped with messages unanswered") from None
+                if until is not None and time.monotonic() >= until:
+                    return None
         self.in_flight -= 1
         return item
 
     def close(self) -> int:
-        """Stop the threads; returns how many messages no sender took (left only after an error)."""
+        """Stop the senders; returns how many messages none took (left only after an error)."""
         unsent = 0
         while True:
             try:
@@ -367,15 +401,15 @@ class Recorder:
             self.accepted = []
 
 
-def screen(claimed: list[Claimed], now: datetime, result: DispatchResult) -> list[Claimed]:
-    """The claimed messages that may go out: the expired and, unless transactional, those to an
+def screen(claimed: list[Claimed], result: DispatchResult) -> list[Claimed]:
+    """The claimed messages that may go out: those expired when claimed and, unless transactional, those to an
     opted-out number are closed here and never reach the gateway."""
     numbers = {m.phone_number for m in claimed if not m.transactional}
     opted_out = set(OptOut.objects.filter(phone_number__in=numbers).values_list("phone_number", flat=True)) \
         if numbers else set()
     sendable = []
     for message in claimed:
-        refusal = _refusal(message, now, opted_out)
+        refusal = _refusal(message, opted_out)
         if refusal is None:
             sendable.append(message)
         else:
@@ -471,6 +505,6 @@ def _claim_round(gateway, size: int, deadline: float, senders: Senders, result: 
     # the time after reclaiming: a message reclaimed and claimed again keeps its history in order
     claimed = claim(gateway_code=gateway.code, limit=size, now=clock.now())
     result.claimed += len(claimed)
-    senders.submit(screen(claimed, clock.now(), result))
+    senders.submit(screen(claimed, result))
     result.reports += settle_reports(gateway, clock.now())
     return bool(claimed)

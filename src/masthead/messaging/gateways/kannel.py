@@ -37,12 +37,17 @@ sent once more on a fresh connection; every other failure is reported as transie
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import os
+import selectors
 import socket
 import ssl
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass
 from urllib.parse import quote, urlencode, urlsplit
 
 from django.conf import settings
@@ -58,6 +63,7 @@ DLR_MASK = 1 | 2 | 16
 DLR_PATH = "/sms/kannel/dlr"
 IDLE_SECONDS = 10.0  # a kept-alive connection idle longer than this is not reused
 MAX_ANSWER = 65536  # bytes of headers, and of body, read at most from one answer
+PUMP_POLL = 0.005  # seconds between looks for new messages while requests are in flight
 
 
 def dlr_url(message_id: int | str) -> str:
@@ -119,8 +125,83 @@ class _Closed(ConnectionError):
 _STALE = (_Closed, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: bytes
+    keep_alive: bool
+    rest: bytes  # what followed the answer
+
+
+def parse_answer(data: bytes, ended: bool) -> _Answer | None:
+    """The first whole HTTP/1.1 answer in ``data``, or None while more is needed. ``ended``: the
+    server has closed (no more will come). Bodies by Content-Length, chunked, or up to the close."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        if len(data) > MAX_ANSWER:
+            raise ValueError("answer headers too long")
+        if ended:
+            raise _Closed("closed before answering") if not data else ConnectionError(
+                "closed in the middle of an answer")
+        return None
+    lines = data[:end].decode("latin-1").split("\r\n")
+    version, status = (lines[0].split(" ", 2) + [""])[:2]
+    if not version.startswith("HTTP/") or not status.isdigit():
+        raise ValueError(f"not an HTTP answer: {lines[0][:80]!r}")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    token = headers.get("connection", "").lower()
+    keep = token != "close" and (version != "HTTP/1.0" or token == "keep-alive")
+    rest = data[end + 4:]
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        found = _dechunk(rest)
+    elif "content-length" in headers:
+        size = int(headers["content-length"])
+        if not 0 <= size <= MAX_ANSWER:
+            raise ValueError(f"answer of {size} bytes")
+        found = (rest[:size], rest[size:]) if len(rest) >= size else None
+    else:  # the answer ends when the server closes
+        if len(rest) > MAX_ANSWER:
+            raise ValueError("answer too long")
+        found, keep = ((rest, b"") if ended else None), False
+    if found is None:
+        if ended:
+            raise ConnectionError("closed in the middle of an answer")
+        return None
+    return _Answer(int(status), found[0], keep, found[1])
+
+
+def _dechunk(data: bytes) -> tuple[bytes, bytes] | None:
+    """(body, rest) of a whole chunked body at the start of ``data``, or None while more is needed."""
+    body, at = b"", 0
+    while True:
+        end = data.find(b"\r\n", at)
+        if end < 0:
+            if len(data) - at > MAX_ANSWER:
+                raise ValueError("chunk header too long")
+            return None
+        size = int(data[at:end].split(b";")[0].strip() or b"x", 16)
+        at = end + 2
+        if not size:
+            break
+        if len(body) + size > MAX_ANSWER:
+            raise ValueError("answer too long")
+        if len(data) < at + size + 2:
+            return None
+        body, at = body + data[at:at + size], at + size + 2
+    while True:  # trailers, up to the empty line
+        end = data.find(b"\r\n", at)
+        if end < 0:
+            return None
+        line, at = data[at:end], end + 2
+        if not line:
+            return body, data[at:]
+
+
 class _Connection:
-    """One thread's kept-alive HTTP/1.1 connection to smsbox, opened at its first request."""
+    """A kept-alive HTTP/1.1 connection to smsbox, opened at its first request."""
 
     def __init__(self, key: tuple[str, str, int], timeout: float):
         scheme, host, port = key
@@ -129,95 +210,85 @@ class _Connection:
         self.sock: socket.socket | None = None
         self.buffer = b""
 
-    def _connect(self) -> socket.socket:
-        scheme, host, port = self.key
-        sock = socket.create_connection((host, port), timeout=self.timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if scheme == "https":
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
-        return sock
-
-    def get(self, path: str) -> tuple[int, str]:
+    def request(self, path: str) -> None:
+        """Send the GET (connecting first if needed); the answer is read by :meth:`get` or :meth:`feed`."""
         if self.sock is None:
-            self.sock = self._connect()
+            scheme, host, port = self.key
+            sock = socket.create_connection((host, port), timeout=self.timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if scheme == "https":
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            self.sock = sock
         self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nAccept: text/plain\r\n\r\n".encode("ascii"))
-        version, status, headers = self._head()
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            body, keep = self._chunked(), True
-        elif "content-length" in headers:
-            body, keep = self._exactly(int(headers["content-length"])), True
-        else:  # the answer ends when the server closes
-            body, keep = self._until_closed(), False
-        token = headers.get("connection", "").lower()
-        if not keep or token == "close" or (version == "HTTP/1.0" and token != "keep-alive") or self.buffer:
-            self.close()
+
+    def connect_later(self) -> bool:
+        """Start connecting without waiting (plain http); True: the socket becomes writable when it is
+        done, see :meth:`connected`. False: connected already (https connects at once)."""
+        scheme, host, port = self.key
+        if scheme == "https":
+            sock = socket.create_connection((host, port), timeout=self.timeout)
+            self.sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            return False
+        family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        error = sock.connect_ex(address)
+        if error not in (0, errno.EINPROGRESS):
+            sock.close()
+            raise OSError(error, os.strerror(error))
+        self.sock = sock
+        return True
+
+    def connected(self) -> None:
+        """The connection :meth:`connect_later` started is done: its error, or ready for requests."""
+        error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error))
+        self.sock.settimeout(self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def feed(self) -> tuple[int, str, bool] | None:
+        """Read what has arrived (one receive; blocks up to the timeout if nothing has): the answer's
+        (status, body, whether the connection may carry another request) once it is whole, else None."""
+        data = self.sock.recv(MAX_ANSWER)
+        self.buffer += data
+        answer = parse_answer(self.buffer, ended=not data)
+        if answer is None:
+            return None
+        self.buffer = answer.rest
         self.requests += 1
         self.used_at = time.monotonic()
-        return status, body.decode("utf-8", "replace")
+        # a surplus byte means the two ends are out of step: start afresh
+        return answer.status, answer.body.decode("utf-8", "replace"), answer.keep_alive and not self.buffer
 
-    def _receive(self, started: bool = True) -> None:
-        data = self.sock.recv(MAX_ANSWER)
-        if not data:
-            if not started:
-                raise _Closed("closed before answering")
-            raise ConnectionError("closed in the middle of an answer")
-        self.buffer += data
-
-    def _head(self) -> tuple[str, int, dict[str, str]]:
-        while (end := self.buffer.find(b"\r\n\r\n")) < 0:
-            if len(self.buffer) > MAX_ANSWER:
-                raise ValueError("answer headers too long")
-            self._receive(started=bool(self.buffer))
-        lines = self.buffer[:end].decode("latin-1").split("\r\n")
-        self.buffer = self.buffer[end + 4:]
-        version, status = (lines[0].split(" ", 2) + [""])[:2]
-        if not version.startswith("HTTP/") or not status.isdigit():
-            raise ValueError(f"not an HTTP answer: {lines[0][:80]!r}")
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        return version, int(status), headers
-
-    def _exactly(self, size: int) -> bytes:
-        if not 0 <= size <= MAX_ANSWER:
-            raise ValueError(f"answer of {size} bytes")
-        while len(self.buffer) < size:
-            self._receive()
-        body, self.buffer = self.buffer[:size], self.buffer[size:]
-        return body
-
-    def _line(self) -> bytes:
-        while (end := self.buffer.find(b"\r\n")) < 0:
-            if len(self.buffer) > MAX_ANSWER:
-                raise ValueError("chunk header too long")
-            self._receive()
-        line, self.buffer = self.buffer[:end], self.buffer[end + 2:]
-        return line
-
-    def _chunked(self) -> bytes:
-        body = b""
-        while size := int(self._line().split(b";")[0].strip() or b"x", 16):
-            if len(body) + size > MAX_ANSWER:
-                raise ValueError("answer too long")
-            body += self._exactly(size)
-            self._line()
-        while self._line():  # trailers, up to the empty line
+    def get(self, path: str) -> tuple[int, str]:
+        self.request(path)
+        while (answer := self.feed()) is None:
             pass
-        return body
-
-    def _until_closed(self) -> bytes:
-        while data := self.sock.recv(MAX_ANSWER):
-            self.buffer += data
-            if len(self.buffer) > MAX_ANSWER:
-                raise ValueError("answer too long")
-        body, self.buffer = self.buffer, b""
-        return body
+        status, body, reusable = answer
+        if not reusable:
+            self.close()
+        return status, body
 
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
         self.sock, self.buffer = None, b""
+
+
+def _failure(exc: Exception) -> SendResult:
+    return SendResult(TRANSIENT, error=f"kannel: {type(exc).__name__}: {exc}"[:500])
+
+
+@dataclass
+class _InFlight:
+    item: object
+    message: Outgoing
+    path: str
+    attempt: int
+    reused: bool
+    deadline: float
+    connecting: bool = False
 
 
 class KannelGateway:
@@ -226,6 +297,18 @@ class KannelGateway:
 
     def __init__(self):
         self._local = threading.local()
+        self._idle: list[_Connection] = []  # the pump's kept-alive connections between two pumps
+        self._idle_lock = threading.Lock()
+
+    @staticmethod
+    def _target(message: Outgoing) -> tuple[tuple[str, str, int], str] | SendResult:
+        """(connection key, request path) of a message, or the transient failure of a bad URL setting."""
+        endpoint = _endpoint(settings.KANNEL_SENDSMS_URL)
+        if endpoint is None:
+            logger.error("KANNEL_SENDSMS_URL is not an http(s) URL: %r", settings.KANNEL_SENDSMS_URL)
+            return SendResult(TRANSIENT, error="KANNEL_SENDSMS_URL is not an http(s) URL")
+        key, path = endpoint
+        return key, f"{path}?{sendsms_query(message)}"
 
     def _connection(self, key: tuple[str, str, int], timeout: float, fresh: bool) -> _Connection:
         current: _Connection | None = getattr(self._local, "connection", None)
@@ -244,12 +327,11 @@ class KannelGateway:
             self._local.connection = None
 
     def send(self, message: Outgoing) -> SendResult:
-        endpoint = _endpoint(settings.KANNEL_SENDSMS_URL)
-        if endpoint is None:
-            logger.error("KANNEL_SENDSMS_URL is not an http(s) URL: %r", settings.KANNEL_SENDSMS_URL)
-            return SendResult(TRANSIENT, error="KANNEL_SENDSMS_URL is not an http(s) URL")
-        key, path = endpoint
-        path = f"{path}?{sendsms_query(message)}"
+        """One message on this thread's kept-alive connection."""
+        target = self._target(message)
+        if isinstance(target, SendResult):
+            return target
+        key, path = target
         timeout = settings.KANNEL_TIMEOUT_SECONDS
         for attempt in (1, 2):
             connection = self._connection(key, timeout, fresh=attempt == 2)
@@ -260,12 +342,122 @@ class KannelGateway:
                 self._drop()
                 if reused and attempt == 1:  # smsbox closed the idle connection: try once on a new one
                     continue
-                return SendResult(TRANSIENT, error=f"kannel: {type(exc).__name__}: {exc}"[:500])
+                return _failure(exc)
             except (OSError, ValueError) as exc:  # timeouts, refused, bad answers
                 self._drop()
-                return SendResult(TRANSIENT, error=f"kannel: {type(exc).__name__}: {exc}"[:500])
+                return _failure(exc)
             return interpret(status, body, message.message_id)
         return SendResult(TRANSIENT, error="kannel: connection closed")
+
+    def pump(self, work, concurrency: int) -> None:
+        """Send what ``work.take(block)`` gives (``(item, Outgoing)``; None: nothing now, or no more when
+        blocking), up to ``concurrency`` requests at once from this one thread: a kept-alive connection
+        per request in flight, answers read as they arrive (a selector) and handed to
+        ``work.give(item, result)``. Returns once there is no more and every request is answered. The
+        answers, the retry on a connection smsbox closed, and the timeout are those of :meth:`send`;
+        threads waiting on sockets would cost twice the CPU per message."""
+        selector = selectors.DefaultSelector()
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        busy: dict[_Connection, _InFlight] = {}
+        deadlines: deque[tuple[float, _Connection, _InFlight]] = deque()
+
+        def done(connection: _Connection, reusable: bool) -> None:
+            selector.unregister(connection.sock)
+            del busy[connection]
+            if reusable:
+                idle.append(connection)
+            else:
+                connection.close()
+
+        def failed(connection: _Connection, flight: _InFlight, exc: Exception) -> None:
+            if connection in busy:
+                done(connection, reusable=False)
+            else:
+                connection.close()
+            if isinstance(exc, _STALE) and flight.reused and flight.attempt == 1:
+                start(flight.item, flight.message, 2)  # smsbox closed the idle connection: once more on a new one
+            else:
+                work.give(flight.item, _failure(exc))
+
+        def start(item, message: Outgoing, attempt: int = 1) -> None:
+            target = self._target(message)
+            if isinstance(target, SendResult):
+                work.give(item, target)
+                return
+            key, path = target
+            timeout, now = settings.KANNEL_TIMEOUT_SECONDS, time.monotonic()
+            connection = None
+            while attempt == 1 and idle and connection is None:
+                connection = idle.pop()
+                if connection.key != key or connection.timeout != timeout or now - connection.used_at > IDLE_SECONDS:
+                    connection.close()
+                    connection = None
+            connection = connection or _Connection(key, timeout)
+            flight = _InFlight(item, message, path, attempt, connection.requests > 0, now + timeout)
+            try:
+                if connection.sock is None and connection.connect_later():
+                    # a slow accept (smsbox's is, under load) holds up this request only
+                    flight.connecting = True
+                    selector.register(connection.sock, selectors.EVENT_WRITE, connection)
+                else:
+                    connection.request(path)
+                    selector.register(connection.sock, selectors.EVENT_READ, connection)
+            except (OSError, ValueError) as exc:
+                failed(connection, flight, exc)
+                return
+            busy[connection] = flight
+            deadlines.append((flight.deadline, connection, flight))
+
+        def ready(connection: _Connection) -> None:
+            flight = busy[connection]
+            try:
+                if flight.connecting:
+                    connection.connected()
+                    connection.request(flight.path)
+                    flight.connecting = False
+                    selector.modify(connection.sock, selectors.EVENT_READ, connection)
+                    return
+                answer = connection.feed()
+            except (OSError, ValueError) as exc:
+                failed(connection, flight, exc)
+                return
+            if answer is not None:
+                status, body, reusable = answer
+                done(connection, reusable)
+                work.give(flight.item, interpret(status, body, flight.message.message_id))
+
+        try:
+            while True:
+                while len(busy) < concurrency:
+                    taken = work.take(block=not busy)
+                    if taken is None:
+                        break
+                    start(*taken)
+                if not busy:
+                    if taken is None:
+                        return
+                    continue
+                wait = max(0.0, deadlines[0][0] - time.monotonic()) if deadlines else None
+                if len(busy) < concurrency:  # look for new work again soon
+                    wait = PUMP_POLL if wait is None else min(wait, PUMP_POLL)
+                for key, _events in selector.select(wait):
+                    ready(key.data)
+                now = time.monotonic()
+                while deadlines and deadlines[0][0] <= now:
+                    _deadline, connection, flight = deadlines.popleft()
+                    if busy.get(connection) is flight:  # still unanswered
+                        done(connection, reusable=False)
+                        work.give(flight.item, _failure(TimeoutError("timed out")))
+        except BaseException as exc:  # a bug here must not leave the requests in flight unanswered
+            for connection, flight in list(busy.items()):
+                done(connection, reusable=False)
+                work.give(flight.item, _failure(exc))
+            raise
+        finally:
+            with self._idle_lock:
+                self._idle.extend(idle)  # for the next pump, unless they idle too long by then
+            selector.close()
 
     def due_reports(self, sent, now) -> list[Report]:
         return []
