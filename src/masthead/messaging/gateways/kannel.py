@@ -82,10 +82,14 @@ def _query_parts(username: str, password: str, sender: str, public_url: str, sec
     return head, quote(before, safe=""), quote(after, safe="")
 
 
-def sendsms_query(message: Outgoing) -> str:
-    head, dlr_before, dlr_after = _query_parts(settings.KANNEL_USERNAME, settings.KANNEL_PASSWORD,
-                                               settings.SMS_SENDER, settings.SMS_PUBLIC_URL,
-                                               settings.SMS_WEBHOOK_SECRET)
+def _shared_parts() -> tuple[str, str, str]:
+    return _query_parts(settings.KANNEL_USERNAME, settings.KANNEL_PASSWORD, settings.SMS_SENDER,
+                        settings.SMS_PUBLIC_URL, settings.SMS_WEBHOOK_SECRET)
+
+
+def sendsms_query(message: Outgoing, shared: tuple[str, str, str] | None = None) -> str:
+    """The query of one message; ``shared``: :func:`_shared_parts`, when the caller has it already."""
+    head, dlr_before, dlr_after = shared or _shared_parts()
     coding = "&coding=2" if message.encoding == "ucs2" else ""
     return (f"{head}&to={quote(message.to, safe='')}&text={quote(message.text, safe='')}&charset=UTF-8{coding}"
             f"&dlr-mask={DLR_MASK}&dlr-url={dlr_before}{int(message.message_id)}{dlr_after}")
@@ -356,47 +360,59 @@ class KannelGateway:
         ``work.give(item, result)``. Returns once there is no more and every request is answered. The
         answers, the retry on a connection smsbox closed, and the timeout are those of :meth:`send`;
         threads waiting on sockets would cost twice the CPU per message."""
+        endpoint, timeout = _endpoint(settings.KANNEL_SENDSMS_URL), settings.KANNEL_TIMEOUT_SECONDS
+        if endpoint is None:
+            logger.error("KANNEL_SENDSMS_URL is not an http(s) URL: %r", settings.KANNEL_SENDSMS_URL)
+        shared = _shared_parts()  # the settings are read once per pump: a dispatcher run
         selector = selectors.DefaultSelector()
         with self._idle_lock:
-            idle, self._idle = self._idle, []
-        busy: dict[_Connection, _InFlight] = {}
-        deadlines: deque[tuple[float, _Connection, _InFlight]] = deque()
-
-        def done(connection: _Connection, reusable: bool) -> None:
-            selector.unregister(connection.sock)
-            del busy[connection]
-            if reusable:
+            kept, self._idle = self._idle, []
+        idle: list[_Connection] = []
+        now, key = time.monotonic(), endpoint[0] if endpoint else None
+        for connection in kept:
+            if connection.key == key and connection.timeout == timeout and now - connection.used_at <= IDLE_SECONDS:
+                selector.register(connection.sock, selectors.EVENT_READ, connection)
                 idle.append(connection)
             else:
                 connection.close()
+        busy: dict[_Connection, _InFlight] = {}
+        deadlines: deque[tuple[float, _Connection, _InFlight]] = deque()
+        # Connections stay registered for reading while they live: an idle one that turns readable
+        # was closed by smsbox (or is out of step) and is closed here too.
+
+        def close(connection: _Connection) -> None:
+            if connection.sock is not None:
+                selector.unregister(connection.sock)
+                connection.close()
 
         def failed(connection: _Connection, flight: _InFlight, exc: Exception) -> None:
-            if connection in busy:
-                done(connection, reusable=False)
-            else:
-                connection.close()
+            busy.pop(connection, None)
+            close(connection)
             if isinstance(exc, _STALE) and flight.reused and flight.attempt == 1:
                 start(flight.item, flight.message, 2)  # smsbox closed the idle connection: once more on a new one
             else:
                 work.give(flight.item, _failure(exc))
 
         def start(item, message: Outgoing, attempt: int = 1) -> None:
-            target = self._target(message)
-            if isinstance(target, SendResult):
-                work.give(item, target)
+            if endpoint is None:
+                work.give(item, SendResult(TRANSIENT, error="KANNEL_SENDSMS_URL is not an http(s) URL"))
                 return
-            key, path = target
-            timeout, now = settings.KANNEL_TIMEOUT_SECONDS, time.monotonic()
+            key, path = endpoint
+            path = f"{path}?{sendsms_query(message, shared)}"
+            now = time.monotonic()
             connection = None
             while attempt == 1 and idle and connection is None:
                 connection = idle.pop()
-                if connection.key != key or connection.timeout != timeout or now - connection.used_at > IDLE_SECONDS:
-                    connection.close()
+                if now - connection.used_at > IDLE_SECONDS:
+                    close(connection)
                     connection = None
             connection = connection or _Connection(key, timeout)
             flight = _InFlight(item, message, path, attempt, connection.requests > 0, now + timeout)
+            busy[connection] = flight
             try:
-                if connection.sock is None and connection.connect_later():
+                if connection.sock is not None:
+                    connection.request(path)
+                elif connection.connect_later():
                     # a slow accept (smsbox's is, under load) holds up this request only
                     flight.connecting = True
                     selector.register(connection.sock, selectors.EVENT_WRITE, connection)
@@ -404,13 +420,18 @@ class KannelGateway:
                     connection.request(path)
                     selector.register(connection.sock, selectors.EVENT_READ, connection)
             except (OSError, ValueError) as exc:
+                if connection.sock is not None and connection.sock.fileno() not in selector.get_map():
+                    connection.close()  # failed before it was registered
                 failed(connection, flight, exc)
                 return
-            busy[connection] = flight
             deadlines.append((flight.deadline, connection, flight))
 
         def ready(connection: _Connection) -> None:
-            flight = busy[connection]
+            flight = busy.get(connection)
+            if flight is None:  # an idle connection smsbox closed
+                idle.remove(connection)
+                close(connection)
+                return
             try:
                 if flight.connecting:
                     connection.connected()
@@ -424,7 +445,11 @@ class KannelGateway:
                 return
             if answer is not None:
                 status, body, reusable = answer
-                done(connection, reusable)
+                del busy[connection]
+                if reusable:
+                    idle.append(connection)
+                else:
+                    close(connection)
                 work.give(flight.item, interpret(status, body, flight.message.message_id))
 
         try:
@@ -447,14 +472,17 @@ class KannelGateway:
                 while deadlines and deadlines[0][0] <= now:
                     _deadline, connection, flight = deadlines.popleft()
                     if busy.get(connection) is flight:  # still unanswered
-                        done(connection, reusable=False)
+                        del busy[connection]
+                        close(connection)
                         work.give(flight.item, _failure(TimeoutError("timed out")))
         except BaseException as exc:  # a bug here must not leave the requests in flight unanswered
             for connection, flight in list(busy.items()):
-                done(connection, reusable=False)
+                close(connection)
                 work.give(flight.item, _failure(exc))
             raise
         finally:
+            for connection in idle:
+                selector.unregister(connection.sock)
             with self._idle_lock:
                 self._idle.extend(idle)  # for the next pump, unless they idle too long by then
             selector.close()
