@@ -165,3 +165,35 @@ def test_claim_size_stays_within_what_the_rate_sends_in_a_quarter_lease(settings
     assert dispatcher.claim_size() == 150
     settings.SMS_RATE_PER_SECOND = 0.01
     assert dispatcher.claim_size() == 1
+
+
+class BrokenPump:
+    """A gateway whose multiplexed sender dies after taking one message."""
+
+    code = "test-broken-pump"
+    reports_itself = False
+
+    def send(self, message):
+        raise AssertionError("the pump is used, not send()")
+
+    def pump(self, work, concurrency):
+        work.take(block=True)
+        raise RuntimeError("pump bug")
+
+    def due_reports(self, sent, now):
+        return []
+
+
+gateways.register(BrokenPump)
+
+
+@pytest.mark.django_db
+def test_a_dead_pump_stops_the_run_instead_of_waiting_forever(many, settings, caplog):
+    settings.SMS_GATEWAY, settings.SMS_BATCH_SIZE, settings.SMS_RATE_PER_SECOND = "test-broken-pump", 10, 0
+    ids = many(3)
+    with pytest.raises(RuntimeError, match="the SMS senders stopped with messages unanswered"):
+        dispatcher.run(budget_seconds=10)
+    assert "SMS gateway test-broken-pump stopped sending" in caplog.text
+    # nothing was answered: all stay claimed, to be reclaimed after the lease (none was sent twice)
+    assert M.objects.filter(pk__in=ids, status=M.SENDING).count() == 3
+    assert list(dispatcher.DispatcherLease.objects.values_list("owner", flat=True)) == [""]

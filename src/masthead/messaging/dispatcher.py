@@ -10,6 +10,11 @@ limit, and records each outcome.
 - Transient failures retry after ``SMS_RETRY_DELAYS``, then fail; permanent refusals are rejected;
   a message past its validity expires; a non-transactional message to an opted-out number is
   rejected (``opted_out``) without reaching the gateway; non-urgent messages wait out quiet hours.
+- The flow: this thread claims and records, the senders only send. Up to ``SMS_CONCURRENCY``
+  requests are in flight (through the gateway's ``pump`` on one thread, or on as many threads);
+  the next batch is claimed while the last one is going out, and acceptances are written in
+  chunks (one statement on PostgreSQL). The claim and that write are plain SQL: at thousands of
+  messages a second, building ORM statements and model instances cost more than running them.
 """
 
 from __future__ import annotations

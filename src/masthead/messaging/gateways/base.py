@@ -5,6 +5,11 @@
 timeouts, 5xx, no connection) or ``permanent`` (never retry: bad number, refused). It must not
 raise for gateway trouble. ``message_id`` is ours: adapters pass it on so a gateway that can
 deduplicate never sends a repeated attempt twice. Adapters are shared by the dispatcher's threads.
+
+A gateway may also offer ``pump(work, concurrency)``: send everything ``work.take(block)`` gives,
+up to ``concurrency`` requests at once from the calling thread, handing each answer to
+``work.give(item, result)`` (see ``KannelGateway.pump``). The dispatcher then uses one thread
+instead of ``concurrency`` threads each sending one message at a time.
 """
 
 from __future__ import annotations

@@ -26,13 +26,16 @@ Answers (Kannel 1.4.5):
 Any other 5xx, 408 and 429, timeouts (``KANNEL_TIMEOUT_SECONDS``) and connection errors are
 transient; any other 4xx is permanent.
 
-Each dispatcher thread keeps one keep-alive connection to smsbox: a new TCP connection per message
-costs more than the request itself at a few thousand messages a second. The connection is a plain
-socket with a small HTTP/1.1 reader (Content-Length, chunked, or read to close), since smsbox's
-answers are a few short headers and a line of text: ``http.client`` spends about four times the CPU
-per request on them, mostly parsing headers, and the dispatcher's threads share one interpreter
-lock. A request that fails because smsbox closed an idle kept-alive connection before answering is
-sent once more on a fresh connection; every other failure is reported as transient.
+Requests go over kept-alive connections to smsbox: a new TCP connection per message costs more
+than the request itself at a few thousand messages a second (and smsbox accepts slowly under load).
+The dispatcher uses :meth:`KannelGateway.pump`: one thread with up to ``SMS_CONCURRENCY`` requests
+in flight, a connection each, answers read as they arrive (a selector; connections are opened
+without waiting and kept between runs). :meth:`KannelGateway.send` sends one message on the
+calling thread's connection. A connection is a plain socket with a small HTTP/1.1 reader
+(Content-Length, chunked, or read to close): smsbox's answers are a few short headers and a line of
+text, and ``http.client`` spends about four times the CPU per request on them, mostly parsing
+headers. A request that fails because smsbox closed an idle kept-alive connection before answering
+is sent once more on a fresh connection; every other failure is reported as transient.
 """
 
 from __future__ import annotations
