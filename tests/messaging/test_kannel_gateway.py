@@ -437,3 +437,32 @@ def test_parse_answer_waits_for_the_whole_answer():
     answer = parse_answer(whole, ended=False)
     assert (answer.status, answer.body, answer.keep_alive, answer.rest) == (
         202, b"0: Accepted for delivery", True, b"HTTP/1.1")
+
+
+@pytest.fixture
+def tls_smsbox(smsbox, settings, tmp_path, monkeypatch):
+    """The stand-in smsbox behind TLS, with a certificate for 127.0.0.1 that the client trusts."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is needed to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    smsbox.socket = context.wrap_socket(smsbox.socket, server_side=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    settings.KANNEL_SENDSMS_URL = settings.KANNEL_SENDSMS_URL.replace("http://", "https://")
+    return smsbox
+
+
+def test_https_one_by_one_and_pumped(tls_smsbox, gateway):
+    assert gateway.send(outgoing(message_id=1)) == gateways.SendResult("accepted", gateway_message_id="1")
+    work = Work(outgoing(message_id=n) for n in (2, 3, 4))
+    gateway.pump(work, 2)
+    assert work.answers == {n: gateways.SendResult("accepted", gateway_message_id=str(n)) for n in (2, 3, 4)}
+    assert len(tls_smsbox.requests) == 4

@@ -258,6 +258,10 @@ class _Connection:
         """Read what has arrived (one receive; blocks up to the timeout if nothing has): the answer's
         (status, body, whether the connection may carry another request) once it is whole, else None."""
         data = self.sock.recv(MAX_ANSWER)
+        # TLS may hold more decrypted bytes than one receive returns, and the selector would not
+        # report them: take them now
+        while data and isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            data += self.sock.recv(MAX_ANSWER)
         self.buffer += data
         answer = parse_answer(self.buffer, ended=not data)
         if answer is None:
