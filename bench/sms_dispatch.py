@@ -2,7 +2,7 @@
 """SMS dispatch throughput through the real Kannel and its fake operator, against Kannel's raw ceiling.
 
     .venv/bin/python bench/sms_dispatch.py [--count 20000] [--runs 3] [--db postgres,sqlite]
-                                           [--concurrency 128] [--batch-size 1000] [--rate 0]
+                                           [--concurrency 256] [--batch-size 1000] [--rate 0]
                                            [--raw-runs 3] [--raw-seconds 10] [--profile] [--json out.json]
 
 1. Starts a private Kannel (``../shared/kannel/start.sh``: own state dir, free ports on 127.0.0.1)
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=20000, help="messages per database (default 20000)")
     parser.add_argument("--db", default="postgres,sqlite", help="databases, comma separated (default postgres,sqlite)")
-    parser.add_argument("--concurrency", type=int, default=128, help="SMS_CONCURRENCY (default 128)")
+    parser.add_argument("--concurrency", type=int, default=256, help="SMS_CONCURRENCY (default 256)")
     parser.add_argument("--batch-size", type=int, default=1000, help="SMS_BATCH_SIZE (default 1000)")
     parser.add_argument("--rate", type=float, default=0, help="SMS_RATE_PER_SECOND (default 0: unlimited)")
     parser.add_argument("--runs", type=int, default=3, help="dispatch runs per database (default 3; the median)")

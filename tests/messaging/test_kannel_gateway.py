@@ -466,3 +466,30 @@ def test_https_one_by_one_and_pumped(tls_smsbox, gateway):
     gateway.pump(work, 2)
     assert work.answers == {n: gateways.SendResult("accepted", gateway_message_id=str(n)) for n in (2, 3, 4)}
     assert len(tls_smsbox.requests) == 4
+
+
+def test_pump_opens_few_connections_at_once(smsbox, gateway, monkeypatch):
+    """A burst of connects would overflow smsbox's backlog: at most PUMP_OPENING are pending at once,
+    and the requests go out on the connections as they open."""
+    from masthead.messaging.gateways import kannel
+
+    monkeypatch.setattr(kannel, "PUMP_OPENING", 2)
+    pending = {"now": 0, "most": 0}
+    connect_later, connected = kannel._Connection.connect_later, kannel._Connection.connected
+
+    def counting_connect_later(self):
+        pending["now"] += 1
+        pending["most"] = max(pending["most"], pending["now"])
+        return connect_later(self)
+
+    def counting_connected(self):
+        pending["now"] -= 1
+        return connected(self)
+
+    monkeypatch.setattr(kannel._Connection, "connect_later", counting_connect_later)
+    monkeypatch.setattr(kannel._Connection, "connected", counting_connected)
+    smsbox.delay = 0.02
+    work = Work(outgoing(message_id=n) for n in range(1, 31))
+    gateway.pump(work, 10)
+    assert work.answers == {n: gateways.SendResult("accepted", gateway_message_id=str(n)) for n in range(1, 31)}
+    assert (pending["most"], pending["now"], smsbox.connections) == (2, 0, 10)

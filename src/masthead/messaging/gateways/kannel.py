@@ -67,6 +67,9 @@ DLR_PATH = "/sms/kannel/dlr"
 IDLE_SECONDS = 10.0  # a kept-alive connection idle longer than this is not reused
 MAX_ANSWER = 65536  # bytes of headers, and of body, read at most from one answer
 PUMP_POLL = 0.005  # seconds between looks for new messages while requests are in flight
+# Connections the pump opens at once: smsbox accepts slowly under load, and a burst of connects
+# overflows its backlog (the dropped ones wait out TCP's retries: 1 s, 3 s, 7 s...)
+PUMP_OPENING = 8
 
 
 def dlr_url(message_id: int | str) -> str:
@@ -383,6 +386,7 @@ class KannelGateway:
             else:
                 connection.close()
         busy: dict[_Connection, _InFlight] = {}
+        opening: set[_Connection] = set()  # connecting, with their first request waiting
         deadlines: deque[tuple[float, _Connection, _InFlight]] = deque()
         # Connections stay registered for reading while they live: an idle one that turns readable
         # was closed by smsbox (or is out of step) and is closed here too.
@@ -394,6 +398,7 @@ class KannelGateway:
 
         def failed(connection: _Connection, flight: _InFlight, exc: Exception) -> None:
             busy.pop(connection, None)
+            opening.discard(connection)
             close(connection)
             if isinstance(exc, _STALE) and flight.reused and flight.attempt == 1:
                 start(flight.item, flight.message, 2)  # smsbox closed the idle connection: once more on a new one
@@ -423,6 +428,7 @@ class KannelGateway:
                     # a slow accept (smsbox's is, under load) holds up this request only
                     flight.connecting = True
                     selector.register(connection.sock, selectors.EVENT_WRITE, connection)
+                    opening.add(connection)
                 else:
                     connection.request(path)
                     selector.register(connection.sock, selectors.EVENT_READ, connection)
@@ -441,6 +447,7 @@ class KannelGateway:
                 return
             try:
                 if flight.connecting:
+                    opening.discard(connection)
                     connection.connected()
                     connection.request(flight.path)
                     flight.connecting = False
@@ -461,7 +468,8 @@ class KannelGateway:
 
         try:
             while True:
-                while len(busy) < concurrency:
+                taken = True
+                while len(busy) < concurrency and (idle or len(opening) < PUMP_OPENING):
                     taken = work.take(block=not busy)
                     if taken is None:
                         break
@@ -480,6 +488,7 @@ class KannelGateway:
                     _deadline, connection, flight = deadlines.popleft()
                     if busy.get(connection) is flight:  # still unanswered
                         del busy[connection]
+                        opening.discard(connection)
                         close(connection)
                         work.give(flight.item, _failure(TimeoutError("timed out")))
         except BaseException as exc:  # a bug here must not leave the requests in flight unanswered
