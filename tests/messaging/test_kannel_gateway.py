@@ -492,4 +492,5 @@ def test_pump_opens_few_connections_at_once(smsbox, gateway, monkeypatch):
     work = Work(outgoing(message_id=n) for n in range(1, 31))
     gateway.pump(work, 10)
     assert work.answers == {n: gateways.SendResult("accepted", gateway_message_id=str(n)) for n in range(1, 31)}
-    assert (pending["most"], pending["now"], smsbox.connections) == (2, 0, 10)
+    assert (pending["most"], pending["now"]) == (2, 0)
+    assert 2 < smsbox.connections <= 10  # more opened as others were busy, never more than the concurrency

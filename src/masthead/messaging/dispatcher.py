@@ -105,8 +105,8 @@ class Claimed:
     phone_number: str
     body: str
     encoding: str
-    transactional: bool
     expired: bool  # its validity had passed when it was claimed
+    opted_out: bool  # not transactional, and its number had opted out when it was claimed
     attempts: int
     since: float = field(default_factory=time.monotonic)  # when claimed, on this process's monotonic clock
 
@@ -141,8 +141,10 @@ def claim(*, gateway_code: str, limit: int, now: datetime) -> list[Claimed]:
     due = (f"SELECT id FROM {table} WHERE status = %s AND next_attempt_at <= %s{urgent} "
            "ORDER BY next_attempt_at, id LIMIT %s")
     update = (f"UPDATE {table} SET status = %s, claimed_at = %s, attempts = attempts + 1, gateway = %s, "
-              "updated_at = %s WHERE status = %s AND {due} RETURNING id, phone_number, body, encoding, transactional, "
-              "valid_until IS NOT NULL AND valid_until <= %s, attempts")
+              "updated_at = %s WHERE status = %s AND {due} RETURNING id, phone_number, body, encoding, "
+              "valid_until IS NOT NULL AND valid_until <= %s, "
+              f"NOT transactional AND EXISTS (SELECT 1 FROM {OptOut._meta.db_table} AS o "
+              f"WHERE o.phone_number = {table}.phone_number), attempts")
     params = [M.SENDING, when, gateway_code, when, M.QUEUED, M.QUEUED, when, limit, when]
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:  # one statement: atomic without a transaction around it
@@ -159,8 +161,8 @@ def claim(*, gateway_code: str, limit: int, now: datetime) -> list[Claimed]:
             rows = cursor.fetchall()
             cursor.executemany(f"INSERT INTO {history} ({_HISTORY_COLUMNS}) VALUES (%s, %s, %s, %s, %s)",
                                [(row[0], M.QUEUED, M.SENDING, f"attempt {row[6]}", when) for row in rows])
-    claimed = [Claimed(pk, phone, body, encoding, bool(transactional), bool(expired), attempts)
-               for pk, phone, body, encoding, transactional, expired, attempts in rows]
+    claimed = [Claimed(pk, phone, body, encoding, bool(expired), bool(opted_out), attempts)
+               for pk, phone, body, encoding, expired, opted_out, attempts in rows]
     claimed.sort(key=lambda message: message.pk)
     return claimed
 
@@ -185,14 +187,6 @@ class RateLimiter:
             self.next_at = max(self.next_at, now) + self.interval
         if wait > 0:
             time.sleep(wait)
-
-
-def _refusal(message: Claimed, opted_out: set[str]) -> tuple[str, str] | None:
-    if message.expired:
-        return M.EXPIRED, "validity passed before sending"
-    if not message.transactional and message.phone_number in opted_out:
-        return M.REJECTED, "opted_out"
-    return None
 
 
 TOO_LATE = gateways.SendResult("too_late", error="not sent within half the claim lease")
@@ -407,19 +401,19 @@ class Recorder:
 
 
 def screen(claimed: list[Claimed], result: DispatchResult) -> list[Claimed]:
-    """The claimed messages that may go out: those expired when claimed and, unless transactional, those to an
-    opted-out number are closed here and never reach the gateway."""
-    numbers = {m.phone_number for m in claimed if not m.transactional}
-    opted_out = set(OptOut.objects.filter(phone_number__in=numbers).values_list("phone_number", flat=True)) \
-        if numbers else set()
+    """The claimed messages that may go out: those expired when claimed and, unless transactional,
+    those to an opted-out number are closed here and never reach the gateway."""
     sendable = []
     for message in claimed:
-        refusal = _refusal(message, opted_out)
-        if refusal is None:
-            sendable.append(message)
+        if message.expired:
+            status, reason = M.EXPIRED, "validity passed before sending"
+        elif message.opted_out:
+            status, reason = M.REJECTED, "opted_out"
         else:
-            services.transition(message.pk, refusal[0], detail=refusal[1], error_message=refusal[1], claimed_at=None)
-            result.count(refusal[0])
+            sendable.append(message)
+            continue
+        services.transition(message.pk, status, detail=reason, error_message=reason, claimed_at=None)
+        result.count(status)
     return sendable
 
 
