@@ -283,7 +283,7 @@ class Senders:
         self.answers: queue.SimpleQueue = queue.SimpleQueue()
         self.limiter = limiter
         self.in_flight = 0  # put on todo and not yet taken from answers
-        self.closed = False  # the pump has seen the end of the work
+        self.closed = False  # a sender has met the end of the work (close() was called)
         if hasattr(gateway, "pump"):
             self.threads = [threading.Thread(target=self._pump, args=(gateway, count), name="sms-pump", daemon=True)]
         else:
