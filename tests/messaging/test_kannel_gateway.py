@@ -494,3 +494,37 @@ def test_pump_opens_few_connections_at_once(smsbox, gateway, monkeypatch):
     assert work.answers == {n: gateways.SendResult("accepted", gateway_message_id=str(n)) for n in range(1, 31)}
     assert (pending["most"], pending["now"]) == (2, 0)
     assert 2 < smsbox.connections <= 10  # more opened as others were busy, never more than the concurrency
+
+
+def test_a_request_the_socket_takes_in_part_is_finished_waiting():
+    """The pump's sockets do not wait; when one takes only part of a request (its buffer is full),
+    the rest goes out waiting at most the timeout, and the socket is left not waiting again."""
+    from masthead.messaging.gateways.kannel import _Connection
+
+    class PartSocket:
+        def __init__(self):
+            self.calls, self.timeout = [], 0.0
+
+        def gettimeout(self):
+            return self.timeout
+
+        def send(self, data):
+            self.calls.append(("send", data))
+            return 10
+
+        def settimeout(self, value):
+            self.calls.append(("settimeout", value))
+            self.timeout = value
+
+        def sendall(self, data):
+            self.calls.append(("sendall", data))
+
+        def setblocking(self, flag):
+            self.calls.append(("setblocking", flag))
+            self.timeout = None if flag else 0.0
+
+    connection = _Connection(("http", "127.0.0.1", 13913), 3.0)
+    connection.sock = PartSocket()
+    connection.request("/cgi-bin/sendsms?x=1")
+    data = b"GET /cgi-bin/sendsms?x=1 HTTP/1.1\r\nHost: 127.0.0.1:13913\r\nAccept: text/plain\r\n\r\n"
+    assert connection.sock.calls == [("send", data), ("settimeout", 3.0), ("sendall", data[10:]), ("setblocking", False)]

@@ -229,7 +229,18 @@ class _Connection:
             if scheme == "https":
                 sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
             self.sock = sock
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nAccept: text/plain\r\n\r\n".encode("ascii"))
+        data = f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nAccept: text/plain\r\n\r\n".encode("ascii")
+        if self.sock.gettimeout() == 0.0:  # the pump's: a send without waiting, the whole request as a rule
+            try:
+                sent = self.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):  # the socket's buffer is full: wait for room, as long as the timeout
+                self.sock.settimeout(self.timeout)
+                self.sock.sendall(data[sent:])
+                self.sock.setblocking(False)
+        else:
+            self.sock.sendall(data)
 
     def connect_later(self) -> bool:
         """Start connecting without waiting (plain http); True: the socket becomes writable when it is
@@ -250,17 +261,21 @@ class _Connection:
         return True
 
     def connected(self) -> None:
-        """The connection :meth:`connect_later` started is done: its error, or ready for requests."""
+        """The connection :meth:`connect_later` started is done: its error, or ready for requests,
+        left non-blocking (the pump reads it when the selector says so; a blocking socket with a
+        timeout would poll before every send and receive)."""
         error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if error:
             raise OSError(error, os.strerror(error))
-        self.sock.settimeout(self.timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def feed(self) -> tuple[int, str, bool] | None:
         """Read what has arrived (one receive; blocks up to the timeout if nothing has): the answer's
         (status, body, whether the connection may carry another request) once it is whole, else None."""
-        data = self.sock.recv(MAX_ANSWER)
+        try:
+            data = self.sock.recv(MAX_ANSWER)
+        except BlockingIOError:  # woken for nothing
+            return None
         # TLS may hold more decrypted bytes than one receive returns, and the selector would not
         # report them: take them now
         while data and isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
