@@ -24,6 +24,7 @@ class GateGateway:
         self.gate = threading.Event()
         self.gate.set()
         self.sent: list[int] = []
+        self.times: list[float] = []
         self.claimed_at_send: list[int] = []
         self.lock = threading.Lock()
         self.fail_ids: set[int] = set()
@@ -34,6 +35,7 @@ class GateGateway:
         time.sleep(self.delay)
         with self.lock:
             self.sent.append(message.message_id)
+            self.times.append(time.monotonic())
         if message.message_id in self.fail_ids:
             return gateways.SendResult(gateways.TRANSIENT, error="busy")
         return gateways.SendResult(gateways.ACCEPTED, gateway_message_id=f"g-{message.message_id}")
@@ -104,6 +106,17 @@ def test_the_next_batch_is_claimed_while_the_last_one_is_still_sending(gate, man
     assert sorted(gate.sent) == ids
     assert sent_at_claims[:2] == [0, 0]
     assert len(sent_at_claims) == 4  # three batches, and one that found nothing
+
+
+@pytest.mark.django_db
+def test_the_rate_limit_holds_across_sender_threads(gate, many, settings):
+    """SMS_RATE_PER_SECOND is the dispatcher's, not each thread's: 10 messages at 20/s on 4 threads."""
+    settings.SMS_BATCH_SIZE, settings.SMS_CONCURRENCY, settings.SMS_RATE_PER_SECOND = 10, 4, 20
+    many(10)
+    assert dispatcher.run(budget_seconds=10).outcomes == {"sent": 10}
+    times = sorted(gate.times)
+    assert times[-1] - times[0] >= 0.45 - 0.02
+    assert min(later - earlier for earlier, later in zip(times, times[1:])) >= 0.05 - 0.02
 
 
 @pytest.mark.django_db

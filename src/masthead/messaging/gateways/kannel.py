@@ -483,19 +483,21 @@ class KannelGateway:
 
         try:
             while True:
-                taken = True
-                while len(busy) < concurrency and (idle or len(opening) < PUMP_OPENING):
-                    taken = work.take(block=not busy)
-                    if taken is None:
-                        break
-                    start(*taken)
-                if not busy:
-                    if taken is None:
+                wait = None  # full: until an answer, a connect or a deadline
+                if len(busy) < concurrency and (idle or len(opening) < PUMP_OPENING):
+                    taken = work.take(block=not busy)  # one at a time: it may wait for the rate limit
+                    if taken is not None:
+                        start(*taken)
+                        wait = 0.0  # the sockets first (a connect done sends its request), then the next
+                    elif not busy:
                         return
+                    else:
+                        wait = PUMP_POLL  # nothing to take now: look again soon
+                if not busy:
                     continue
-                wait = max(0.0, deadlines[0][0] - time.monotonic()) if deadlines else None
-                if len(busy) < concurrency:  # look for new work again soon
-                    wait = PUMP_POLL if wait is None else min(wait, PUMP_POLL)
+                if deadlines:
+                    until = max(0.0, deadlines[0][0] - time.monotonic())
+                    wait = until if wait is None else min(wait, until)
                 for key, _events in selector.select(wait):
                     ready(key.data)
                 now = time.monotonic()
