@@ -101,6 +101,17 @@ def sendsms_query(message: Outgoing, shared: tuple[str, str, str] | None = None)
             f"&dlr-mask={DLR_MASK}&dlr-url={dlr_before}{int(message.message_id)}{dlr_after}")
 
 
+BAD_URL = SendResult(TRANSIENT, error="KANNEL_SENDSMS_URL is not an http(s) URL")
+
+
+def _configured_endpoint() -> tuple[tuple[str, str, int], str] | None:
+    """:func:`_endpoint` of KANNEL_SENDSMS_URL; None (logged as an error) when it is not usable."""
+    endpoint = _endpoint(settings.KANNEL_SENDSMS_URL)
+    if endpoint is None:
+        logger.error("KANNEL_SENDSMS_URL is not an http(s) URL: %r", settings.KANNEL_SENDSMS_URL)
+    return endpoint
+
+
 @functools.lru_cache(maxsize=16)
 def _endpoint(url: str) -> tuple[tuple[str, str, int], str] | None:
     """((scheme, host, port), path) of KANNEL_SENDSMS_URL, or None when it is not an http(s) URL."""
@@ -329,16 +340,6 @@ class KannelGateway:
         self._idle: list[_Connection] = []  # the pump's kept-alive connections between two pumps
         self._idle_lock = threading.Lock()
 
-    @staticmethod
-    def _target(message: Outgoing) -> tuple[tuple[str, str, int], str] | SendResult:
-        """(connection key, request path) of a message, or the transient failure of a bad URL setting."""
-        endpoint = _endpoint(settings.KANNEL_SENDSMS_URL)
-        if endpoint is None:
-            logger.error("KANNEL_SENDSMS_URL is not an http(s) URL: %r", settings.KANNEL_SENDSMS_URL)
-            return SendResult(TRANSIENT, error="KANNEL_SENDSMS_URL is not an http(s) URL")
-        key, path = endpoint
-        return key, f"{path}?{sendsms_query(message)}"
-
     def _connection(self, key: tuple[str, str, int], timeout: float, fresh: bool) -> _Connection:
         current: _Connection | None = getattr(self._local, "connection", None)
         if current is not None and (fresh or current.key != key or current.timeout != timeout
@@ -357,10 +358,11 @@ class KannelGateway:
 
     def send(self, message: Outgoing) -> SendResult:
         """One message on this thread's kept-alive connection."""
-        target = self._target(message)
-        if isinstance(target, SendResult):
-            return target
-        key, path = target
+        endpoint = _configured_endpoint()
+        if endpoint is None:
+            return BAD_URL
+        key, path = endpoint
+        path = f"{path}?{sendsms_query(message)}"
         timeout = settings.KANNEL_TIMEOUT_SECONDS
         for attempt in (1, 2):
             connection = self._connection(key, timeout, fresh=attempt == 2)
@@ -385,9 +387,7 @@ class KannelGateway:
         ``work.give(item, result)``. Returns once there is no more and every request is answered. The
         answers, the retry on a connection smsbox closed, and the timeout are those of :meth:`send`;
         threads waiting on sockets would cost twice the CPU per message."""
-        endpoint, timeout = _endpoint(settings.KANNEL_SENDSMS_URL), settings.KANNEL_TIMEOUT_SECONDS
-        if endpoint is None:
-            logger.error("KANNEL_SENDSMS_URL is not an http(s) URL: %r", settings.KANNEL_SENDSMS_URL)
+        endpoint, timeout = _configured_endpoint(), settings.KANNEL_TIMEOUT_SECONDS
         shared = _shared_parts()  # the settings are read once per pump: a dispatcher run
         selector = selectors.DefaultSelector()
         with self._idle_lock:
@@ -408,7 +408,8 @@ class KannelGateway:
 
         def close(connection: _Connection) -> None:
             if connection.sock is not None:
-                selector.unregister(connection.sock)
+                if connection.sock.fileno() in selector.get_map():  # not yet, if it failed while opening
+                    selector.unregister(connection.sock)
                 connection.close()
 
         def failed(connection: _Connection, flight: _InFlight, exc: Exception) -> None:
@@ -422,7 +423,7 @@ class KannelGateway:
 
         def start(item, message: Outgoing, attempt: int = 1) -> None:
             if endpoint is None:
-                work.give(item, SendResult(TRANSIENT, error="KANNEL_SENDSMS_URL is not an http(s) URL"))
+                work.give(item, BAD_URL)
                 return
             key, path = endpoint
             path = f"{path}?{sendsms_query(message, shared)}"
@@ -448,8 +449,6 @@ class KannelGateway:
                     connection.request(path)
                     selector.register(connection.sock, selectors.EVENT_READ, connection)
             except (OSError, ValueError) as exc:
-                if connection.sock is not None and connection.sock.fileno() not in selector.get_map():
-                    connection.close()  # failed before it was registered
                 failed(connection, flight, exc)
                 return
             deadlines.append((flight.deadline, connection, flight))
